@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Builds the real binaries the integration tests run (kube-apiserver, etcd,
+# and Istio's pilot-agent) from the Go module proxy, once, into a cache folder
+# shared by every clone on this machine. Each binary is keyed by the hash of
+# its tools module's go.mod/go.sum, so a version bump rebuilds it.
+#
+# Usage: hack/build-tools.sh [tool...]   (default: all)
+# Prints nothing but progress on stderr; the cache folder is
+# ${MESHD_TOOLS_CACHE:-$HOME/.cache/meshd/tools}.
+set -euo pipefail
+export GOTOOLCHAIN=local GOFLAGS=-mod=mod
+root=$(cd "$(dirname "$0")/.." && pwd)
+cache=${MESHD_TOOLS_CACHE:-$HOME/.cache/meshd/tools}
+mkdir -p "$cache"
+
+# tool name -> "module dir:package"
+declare -A pkgs=(
+  [kube-apiserver]="kube:k8s.io/kubernetes/cmd/kube-apiserver"
+  [etcd]="etcd:go.etcd.io/etcd/server/v3"
+)
+[ -d "$root/tools/istio" ] && pkgs[pilot-agent]="istio:istio.io/istio/pilot/cmd/pilot-agent"
+
+want=("$@")
+[ ${#want[@]} -eq 0 ] && want=("${!pkgs[@]}")
+for tool in "${want[@]}"; do
+  spec=${pkgs[$tool]:?unknown tool $tool}
+  dir=$root/tools/${spec%%:*}
+  pkg=${spec#*:}
+  key=$(cat "$dir/go.mod" "$dir/go.sum" 2>/dev/null | sha256sum | cut -c1-12)
+  out=$cache/$tool-$key
+  if [ ! -x "$out" ]; then
+    echo "building $tool ($pkg) into $out" >&2
+    (cd "$dir" && go build -trimpath -o "$out.tmp" "$pkg") && mv "$out.tmp" "$out"
+  fi
+  ln -sfn "$out" "$cache/$tool"
+done
