@@ -310,8 +310,12 @@ var wellKnown = map[protoreflect.FullName]func(any) error{
 	"google.protobuf.DoubleValue": floatWrapper, "google.protobuf.FloatValue": floatWrapper,
 }
 
-func intWrapper(v any) error   { return expect(v, "an integer", func(v any) bool { return isNumber(v, false) }) }
-func floatWrapper(v any) error { return expect(v, "a number", func(v any) bool { return isNumber(v, true) }) }
+func intWrapper(v any) error {
+	return expect(v, "an integer", func(v any) bool { return isNumber(v, false) })
+}
+func floatWrapper(v any) error {
+	return expect(v, "a number", func(v any) bool { return isNumber(v, true) })
+}
 
 func expect(v any, want string, ok func(any) bool) error {
 	if !ok(v) {

@@ -1,0 +1,280 @@
+package bootstrap
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	istioclient "istio.io/client-go/pkg/clientset/versioned"
+
+	"github.com/meshd/meshd/pkg/component"
+	"github.com/meshd/meshd/pkg/leader"
+	"github.com/meshd/meshd/pkg/source/configdir"
+	"github.com/meshd/meshd/pkg/source/kube"
+	"github.com/meshd/meshd/pkg/store"
+)
+
+// Server is a wired meshd: the store, the shared servers and every
+// subsystem's components. Build it with New, bind with Listen, run with Run.
+type Server struct {
+	Options Options
+	Log     *slog.Logger
+	Store   *store.Store
+
+	// Kube and Istio are the API clients; nil in file mode.
+	Kube       kubernetes.Interface
+	Istio      istioclient.Interface
+	RestConfig *rest.Config
+
+	// Registry holds every control-plane metric; served on /metrics.
+	Registry *prometheus.Registry
+
+	// GRPC serves plaintext xDS and CA on 15010; SecureGRPC the same over
+	// TLS on 15012. Subsystems register their services on both.
+	GRPC, SecureGRPC *grpc.Server
+	// WebhookMux is served over HTTPS on 15017, MonitoringMux on 15014,
+	// DebugMux on 8080.
+	WebhookMux, MonitoringMux, DebugMux *http.ServeMux
+
+	// Ready gates /ready.
+	Ready *Readiness
+
+	manager   *component.Manager
+	certs     *servingCert
+	listeners map[string]net.Listener
+}
+
+// New builds a meshd from options without touching the network: clients,
+// the store over its source, the servers, and the subsystems.
+func New(opts Options, log *slog.Logger) (*Server, error) {
+	if err := opts.Complete(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		Options:       opts,
+		Log:           log,
+		Registry:      prometheus.NewRegistry(),
+		WebhookMux:    http.NewServeMux(),
+		MonitoringMux: http.NewServeMux(),
+		DebugMux:      http.NewServeMux(),
+		Ready:         &Readiness{},
+		listeners:     map[string]net.Listener{},
+	}
+	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	var elector component.Elector = component.AlwaysLeader{}
+	var source component.Component
+	if opts.FileMode() {
+		src, err := configdir.New(log.With("source", "configdir"), opts.ConfigDir, s.Registry)
+		if err != nil {
+			return nil, err
+		}
+		s.Store, source = src.Store(), src
+	} else {
+		cfg, err := restConfig(opts.Kubeconfig)
+		if err != nil {
+			return nil, err
+		}
+		s.RestConfig = cfg
+		if s.Kube, err = kubernetes.NewForConfig(cfg); err != nil {
+			return nil, fmt.Errorf("kubernetes client: %w", err)
+		}
+		if s.Istio, err = istioclient.NewForConfig(cfg); err != nil {
+			return nil, fmt.Errorf("istio client: %w", err)
+		}
+		src, err := kube.New(log.With("source", "kube"), s.Kube, s.Istio, opts.Namespace)
+		if err != nil {
+			return nil, err
+		}
+		s.Store, source = src.Store(), src
+		elector = &leader.Elector{Log: log, Client: s.Kube, Namespace: opts.Namespace, Name: "meshd", Identity: opts.PodName}
+	}
+	s.Ready.Add("store", func() error {
+		if !s.Store.HasSynced() {
+			return errors.New("store not synced")
+		}
+		return nil
+	})
+
+	var err error
+	if s.certs, err = newServingCert(opts.Namespace); err != nil {
+		return nil, err
+	}
+	kp := keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}
+	kep := keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}
+	s.GRPC = grpc.NewServer(grpc.KeepaliveParams(kp), grpc.KeepaliveEnforcementPolicy(kep), grpc.MaxConcurrentStreams(100000))
+	s.SecureGRPC = grpc.NewServer(grpc.Creds(credentials.NewTLS(s.certs.serverTLS())),
+		grpc.KeepaliveParams(kp), grpc.KeepaliveEnforcementPolicy(kep), grpc.MaxConcurrentStreams(100000))
+
+	s.manager = component.NewManager(log, elector)
+	s.manager.Add("source", source)
+	s.routes()
+	if err := s.wireSubsystems(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// SetServingCertificate makes 15012 and 15017 present certificates from get
+// (citadel's CA-issued certificate), replacing the self-signed default.
+// The TLS client-certificate roots for 15012 come from roots.
+func (s *Server) SetServingCertificate(get func(*tls.ClientHelloInfo) (*tls.Certificate, error)) {
+	s.certs.set(get)
+}
+
+// AddComponent registers a subsystem's component with the manager.
+func (s *Server) AddComponent(name string, c component.Component) { s.manager.Add(name, c) }
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		cfg, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("no cluster: pass --kubeconfig FILE, or --config-dir DIR for file mode (%w)", err)
+		}
+		return cfg, nil
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
+	}
+	cfg.QPS, cfg.Burst = 50, 100
+	cfg.UserAgent = "meshd"
+	return cfg, nil
+}
+
+// Listen binds every listen address, so that a port in use is an error
+// before anything starts. Addr reports what was bound (":0" picks a port).
+func (s *Server) Listen() error {
+	for name, addr := range map[string]string{
+		"grpc": s.Options.GRPCAddr, "secure-grpc": s.Options.SecureGRPCAddr, "webhook": s.Options.WebhookAddr,
+		"monitoring": s.Options.MonitoringAddr, "debug": s.Options.DebugAddr,
+	} {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			s.closeListeners()
+			return fmt.Errorf("listen %s (%s): %w", name, addr, err)
+		}
+		s.listeners[name] = l
+	}
+	return nil
+}
+
+// Addr returns the bound address of a listener: grpc, secure-grpc, webhook,
+// monitoring or debug. Valid after Listen.
+func (s *Server) Addr(name string) string {
+	if l, ok := s.listeners[name]; ok {
+		return l.Addr().String()
+	}
+	return ""
+}
+
+func (s *Server) closeListeners() {
+	for _, l := range s.listeners {
+		_ = l.Close()
+	}
+}
+
+// Run serves until ctx ends, then drains: gRPC streams are closed
+// gracefully and HTTP servers shut down, within DrainTimeout.
+func (s *Server) Run(ctx context.Context) error {
+	if len(s.listeners) == 0 {
+		if err := s.Listen(); err != nil {
+			return err
+		}
+	}
+	s.manager.Add("grpc", s.grpcServer(s.GRPC, s.listeners["grpc"]))
+	s.manager.Add("secure-grpc", s.grpcServer(s.SecureGRPC, s.listeners["secure-grpc"]))
+	s.manager.Add("webhook", s.httpServer(s.WebhookMux, s.listeners["webhook"], s.certs.serverTLS()))
+	s.manager.Add("monitoring", s.httpServer(s.MonitoringMux, s.listeners["monitoring"], nil))
+	s.manager.Add("debug", s.httpServer(s.DebugMux, s.listeners["debug"], nil))
+	s.Log.Info("meshd starting",
+		"mode", map[bool]string{true: "file", false: "kubernetes"}[s.Options.FileMode()],
+		"grpc", s.Addr("grpc"), "secure-grpc", s.Addr("secure-grpc"), "webhook", s.Addr("webhook"),
+		"monitoring", s.Addr("monitoring"), "debug", s.Addr("debug"))
+	err := s.manager.Run(ctx)
+	s.Log.Info("meshd stopped")
+	return err
+}
+
+func (s *Server) grpcServer(srv *grpc.Server, l net.Listener) component.Component {
+	return component.Func(func(ctx context.Context) error {
+		errc := make(chan error, 1)
+		go func() { errc <- srv.Serve(l) }()
+		select {
+		case err := <-errc:
+			return err
+		case <-ctx.Done():
+		}
+		done := make(chan struct{})
+		go func() { srv.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(s.Options.DrainTimeout):
+			srv.Stop()
+		}
+		return nil
+	})
+}
+
+func (s *Server) httpServer(h http.Handler, l net.Listener, tlsConfig *tls.Config) component.Component {
+	return component.Func(func(ctx context.Context) error {
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsConfig,
+			ErrorLog: slog.NewLogLogger(s.Log.Handler(), slog.LevelDebug)}
+		errc := make(chan error, 1)
+		go func() {
+			if tlsConfig != nil {
+				errc <- srv.ServeTLS(l, "", "")
+			} else {
+				errc <- srv.Serve(l)
+			}
+		}()
+		select {
+		case err := <-errc:
+			return err
+		case <-ctx.Done():
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), s.Options.DrainTimeout)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		return nil
+	})
+}
+
+func (s *Server) routes() {
+	s.MonitoringMux.Handle("/metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{Registry: s.Registry}))
+	s.DebugMux.Handle("/ready", s.Ready)
+	s.DebugMux.HandleFunc("/debug/registryz", s.registryz)
+	s.DebugMux.HandleFunc("/debug/configz", s.configz)
+	s.DebugMux.HandleFunc("/debug/pprof/", pprof.Index)
+	s.DebugMux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	s.DebugMux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	s.DebugMux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	s.DebugMux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+}
+
+// wireSubsystems builds pilot, citadel, galley and telemetry over the shared
+// store and servers. Each block registers its gRPC services, HTTP routes and
+// components; nothing here starts anything.
+func (s *Server) wireSubsystems() error {
+	// --- citadel ---
+	// --- pilot ---
+	// --- galley ---
+	// --- telemetry ---
+	return nil
+}
