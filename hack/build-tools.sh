@@ -17,6 +17,7 @@ mkdir -p "$cache"
 declare -A pkgs=(
   [kube-apiserver]="kube:k8s.io/kubernetes/cmd/kube-apiserver"
   [etcd]="etcd:go.etcd.io/etcd/server/v3"
+  [staticcheck]="lint:honnef.co/go/tools/cmd/staticcheck"
 )
 [ -d "$root/tools/istio" ] && pkgs[pilot-agent]="istio:istio.io/istio/pilot/cmd/pilot-agent"
 
