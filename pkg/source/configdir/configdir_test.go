@@ -249,3 +249,42 @@ func TestNewRefusesMissingDir(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestRewriteWithoutChangeIsNotAnEvent(t *testing.T) {
+	f := newFixture(t, map[string]string{"vs.yaml": fmt.Sprintf(reviewsVS, "v1")})
+	if err := f.src.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	s := f.src.Store()
+	before, _ := s.VirtualServices.Get("default", "reviews")
+	var events []store.Event
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := make(chan store.Event, 10)
+	s.Subscribe(ctx, func(e store.Event) { got <- e })
+	// Same objects, different bytes: a comment and key order.
+	f.write("vs.yaml", "# reordered\n"+fmt.Sprintf(reviewsVS, "v1"))
+	if err := f.src.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	// A real change afterwards proves the subscription works; it must be
+	// the only event.
+	f.write("vs.yaml", fmt.Sprintf(reviewsVS, "v2"))
+	if err := f.src.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e := <-got:
+		events = append(events, e)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event for a real change")
+	}
+	if len(events) != 1 || events[0].Type != store.Updated || events[0].Old.GetResourceVersion() != before.ResourceVersion {
+		t.Fatalf("events %v: a rewrite without change was reported", events)
+	}
+	select {
+	case e := <-got:
+		t.Fatalf("unexpected extra event %v %s", e.Type, e.Object().GetName())
+	default:
+	}
+}
