@@ -86,7 +86,15 @@ func New(log *slog.Logger, kc kubernetes.Interface, ic istioclient.Interface, na
 		if err := inf.SetTransform(dropManagedFields); err != nil {
 			return nil, fmt.Errorf("%s informer: %w", k.Name, err)
 		}
-		if err := inf.AddIndexers(store.Indexers(k)); err != nil {
+		// Informers come with the namespace index; add only the rest.
+		missing := cache.Indexers{}
+		have := inf.GetIndexer().GetIndexers()
+		for name, fn := range store.Indexers(k) {
+			if _, ok := have[name]; !ok {
+				missing[name] = fn
+			}
+		}
+		if err := inf.AddIndexers(missing); err != nil {
 			return nil, fmt.Errorf("%s informer: %w", k.Name, err)
 		}
 		s.informers[k.Name] = inf
