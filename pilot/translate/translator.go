@@ -1,0 +1,484 @@
+package translate
+
+import (
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/meshd/meshd/pilot/model"
+)
+
+// Translator turns (snapshot, proxy) into a View, memoizing every piece
+// under a key that holds all the inputs its generator reads:
+//
+//   - per service and generator: its clusters (service version, plus the
+//     endpoints version for DNS clusters that carry endpoints inline), its
+//     load assignments (service and endpoints versions), and for proxyless
+//     gRPC its listeners and routes (service version);
+//   - per proxy sharing key (generator, node type, namespace): the sets a
+//     proxy gets, rebuilt from the pieces above once per snapshot; listener
+//     and route sets only when a service or Istio config changed;
+//   - per inbound shape (the service ports a workload serves): the inbound
+//     clusters and listener.
+//
+// Proxies with equal keys therefore share one built and serialized copy of
+// each resource. The Translator is safe for concurrent use.
+//
+// A generator that starts reading more (DestinationRules for clusters,
+// VirtualServices for virtual hosts) must add that input's version to the
+// key of the piece it builds (fragFor, virtualHost): per host, so that a
+// change rebuilds only the services it names.
+type Translator struct {
+	log *slog.Logger
+
+	mu       sync.Mutex
+	frags    map[fragKey]*frag
+	outbound map[string]*outbound
+	inbound  map[string]*inboundEntry
+	shapes   map[string]*inboundShape
+	static   []*Resource
+}
+
+// New returns an empty Translator.
+func New(log *slog.Logger) *Translator {
+	return &Translator{
+		log:      log,
+		frags:    map[fragKey]*frag{},
+		outbound: map[string]*outbound{},
+		inbound:  map[string]*inboundEntry{},
+		shapes:   map[string]*inboundShape{},
+		static:   staticClusters(),
+	}
+}
+
+type fragKey struct {
+	service string
+	grpc    bool
+}
+
+// frag holds what one service contributes to every proxy that sees it.
+type frag struct {
+	used uint64
+
+	clusterSvc, clusterEps uint64
+	clusters               []*Resource
+
+	edsSvc, edsEps uint64
+	endpoints      []*Resource
+
+	grpcSvc           uint64
+	listeners, routes []*Resource
+
+	vhostSvc uint64
+	vhosts   map[vhostKey][]byte
+}
+
+type vhostKey struct {
+	port          int32
+	sameNamespace bool
+}
+
+type outbound struct {
+	used                           uint64
+	snapVersion                    uint64
+	servicesVersion, configVersion uint64
+	clusters, endpoints            *Set
+	listeners, routes              *Set
+	initialized                    bool
+}
+
+type inboundEntry struct {
+	used            uint64
+	servicesVersion uint64
+	epsVersions     map[string]uint64
+	shape           *inboundShape
+}
+
+type inboundShape struct {
+	used                uint64
+	clusters, listeners *Set
+}
+
+// View is the config of one proxy at one snapshot. It is immutable; its
+// sets are shared with other proxies.
+type View struct {
+	Snapshot *model.Snapshot
+	Proxy    *model.Proxy
+
+	grpc                    bool
+	out                     *outbound
+	inClusters, inListeners *Set
+}
+
+// View returns the config of proxy p at snapshot snap.
+func (t *Translator) View(snap *model.Snapshot, p *model.Proxy) *View {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	grpc := p.Generator == model.GeneratorGRPC
+	v := &View{Snapshot: snap, Proxy: p, grpc: grpc}
+	v.out = t.outboundFor(snap, p, grpc)
+	if !grpc {
+		v.inClusters, v.inListeners = t.inboundFor(snap, p)
+	}
+	return v
+}
+
+func (t *Translator) fragFor(snap *model.Snapshot, svc *model.Service, grpc bool) *frag {
+	k := fragKey{svc.Key(), grpc}
+	f := t.frags[k]
+	if f == nil {
+		f = &frag{}
+		t.frags[k] = f
+	}
+	f.used = max(f.used, snap.Version)
+	var epsVersion uint64
+	if eps := snap.Endpoints(svc); eps != nil {
+		epsVersion = eps.Version
+	}
+	// Only DNS clusters carry endpoints inline.
+	clusterEps := uint64(0)
+	if !grpc && (svc.Resolution == model.DNSLB || svc.Resolution == model.DNSRoundRobinLB) {
+		clusterEps = epsVersion
+	}
+	if f.clusters == nil || f.clusterSvc != svc.Version || f.clusterEps != clusterEps {
+		f.clusters, f.clusterSvc, f.clusterEps = serviceClusters(snap, svc, grpc), svc.Version, clusterEps
+	}
+	if f.endpoints == nil || f.edsSvc != svc.Version || f.edsEps != epsVersion {
+		f.endpoints, f.edsSvc, f.edsEps = serviceEndpoints(snap, svc, grpc), svc.Version, epsVersion
+	}
+	if grpc && (f.listeners == nil || f.grpcSvc != svc.Version) {
+		f.listeners, f.routes = grpcServiceResources(svc)
+		f.grpcSvc = svc.Version
+	}
+	return f
+}
+
+// virtualHost memoizes a service port's serialized virtual host per
+// service version; t.mu is held by the caller.
+func (t *Translator) virtualHost(snap *model.Snapshot) VirtualHostCache {
+	return func(svc *model.Service, port int32, same bool, build func() []byte) []byte {
+		f := t.fragFor(snap, svc, false)
+		if f.vhosts == nil || f.vhostSvc != svc.Version {
+			f.vhosts, f.vhostSvc = map[vhostKey][]byte{}, svc.Version
+		}
+		k := vhostKey{port, same}
+		b, ok := f.vhosts[k]
+		if !ok {
+			b = build()
+			f.vhosts[k] = b
+		}
+		return b
+	}
+}
+
+func (t *Translator) outboundFor(snap *model.Snapshot, p *model.Proxy, grpc bool) *outbound {
+	key := p.SharingKey()
+	o := t.outbound[key]
+	if o == nil {
+		o = &outbound{}
+		t.outbound[key] = o
+	}
+	o.used = max(o.used, snap.Version)
+	if o.initialized && o.snapVersion == snap.Version {
+		return o
+	}
+	// A view of an older snapshot (a watch that raced a push) is built
+	// but not kept: it must not replace the newer one.
+	keep := !o.initialized || o.snapVersion < snap.Version
+	// A new outbound value: views handed out earlier keep the old one.
+	n := &outbound{used: snap.Version, snapVersion: snap.Version, initialized: true,
+		servicesVersion: snap.ServicesVersion, configVersion: snap.ConfigVersion}
+	services := snap.VisibleServices(p.Namespace)
+	var clusters, endpoints, listeners, routes []*Resource
+	if !grpc {
+		clusters = append(clusters, t.static...)
+	}
+	for _, svc := range services {
+		f := t.fragFor(snap, svc, grpc)
+		clusters = append(clusters, f.clusters...)
+		endpoints = append(endpoints, f.endpoints...)
+		if grpc {
+			listeners = append(listeners, f.listeners...)
+			routes = append(routes, f.routes...)
+		}
+	}
+	// Keep the old sets when nothing in them changed, so that the server
+	// can tell "unchanged" by identity, without comparing resources.
+	n.clusters, n.endpoints = reuseSet(o.clusters, clusters), reuseSet(o.endpoints, endpoints)
+	switch {
+	case o.initialized && o.servicesVersion == snap.ServicesVersion && o.configVersion == snap.ConfigVersion:
+		n.listeners, n.routes = o.listeners, o.routes
+	case grpc:
+		n.listeners, n.routes = NewSet(listeners), NewSet(routes)
+	default:
+		n.listeners = NewSet(sidecarListeners(t.log, services))
+		n.routes = NewSet(sidecarRoutes(t.log, p.Namespace, services, t.virtualHost(snap)))
+	}
+	if keep {
+		t.outbound[key] = n
+	}
+	return n
+}
+
+func (t *Translator) inboundFor(snap *model.Snapshot, p *model.Proxy) (*Set, *Set) {
+	key := p.WorkloadKey() + "|" + strings.Join(p.IPs, ",")
+	e := t.inbound[key]
+	if e != nil && e.servicesVersion == snap.ServicesVersion {
+		fresh := true
+		for svcKey, v := range e.epsVersions {
+			var cur uint64
+			for _, svc := range snap.Services {
+				if svc.Key() == svcKey {
+					if eps := snap.Endpoints(svc); eps != nil {
+						cur = eps.Version
+					}
+					break
+				}
+			}
+			if cur != v {
+				fresh = false
+				break
+			}
+		}
+		if fresh {
+			e.used, e.shape.used = snap.Version, snap.Version
+			return e.shape.clusters, e.shape.listeners
+		}
+	}
+	ports := snap.Inbound(p.Namespace, p.Labels, p.IPs)
+	e = &inboundEntry{used: snap.Version, servicesVersion: snap.ServicesVersion, epsVersions: map[string]uint64{}}
+	var shapeKey strings.Builder
+	for _, in := range ports {
+		if in.Port.TargetPort == 0 {
+			// A named target port was resolved from this workload's endpoints.
+			var v uint64
+			if eps := snap.Endpoints(in.Service); eps != nil {
+				v = eps.Version
+			}
+			e.epsVersions[in.Service.Key()] = v
+		}
+		fmt.Fprintf(&shapeKey, "%d/%s,", in.TargetPort, in.Port.Protocol)
+	}
+	shape := t.shapes[shapeKey.String()]
+	if shape == nil {
+		shape = &inboundShape{}
+		c, l := sidecarInbound(ports)
+		shape.clusters, shape.listeners = NewSet(c), NewSet(l)
+		t.shapes[shapeKey.String()] = shape
+	}
+	shape.used = snap.Version
+	e.shape = shape
+	t.inbound[key] = e
+	return shape.clusters, shape.listeners
+}
+
+// Sweep forgets what was not used at snapshot snap: pieces of deleted
+// services and the config of proxies that went away. The server calls it
+// after a push has computed the views of every connected proxy.
+func (t *Translator) Sweep(snap *model.Snapshot) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for k, f := range t.frags {
+		if f.used < snap.Version {
+			delete(t.frags, k)
+		}
+	}
+	for k, o := range t.outbound {
+		if o.used < snap.Version {
+			delete(t.outbound, k)
+		}
+	}
+	for k, e := range t.inbound {
+		if e.used < snap.Version {
+			delete(t.inbound, k)
+		}
+	}
+	for k, s := range t.shapes {
+		if s.used < snap.Version {
+			delete(t.shapes, k)
+		}
+	}
+}
+
+// reuseSet returns old when it holds exactly the resources rs, else a new set.
+func reuseSet(old *Set, rs []*Resource) *Set {
+	if old != nil && old.Len() == len(rs) {
+		same := true
+		for _, r := range rs {
+			if old.Get(r.Name) != r {
+				same = false
+				break
+			}
+		}
+		if same {
+			return old
+		}
+	}
+	return NewSet(rs)
+}
+
+// Differ remembers, for one push, which names differ between two sets, so
+// that proxies sharing sets share the comparison too.
+type Differ struct{ memo map[[2]*Set][]string }
+
+// NewDiffer returns an empty Differ.
+func NewDiffer() *Differ { return &Differ{memo: map[[2]*Set][]string{}} }
+
+func (d *Differ) diff(a, b *Set) []string {
+	if a == b {
+		return nil
+	}
+	k := [2]*Set{a, b}
+	if names, ok := d.memo[k]; ok {
+		return names
+	}
+	var names []string
+	for _, n := range a.Names() {
+		if rb := b.Get(n); rb == nil || rb.Version != a.Get(n).Version {
+			names = append(names, n)
+		}
+	}
+	for _, n := range b.Names() {
+		if a.Get(n) == nil {
+			names = append(names, n)
+		}
+	}
+	d.memo[k] = names
+	return names
+}
+
+// Changed reports what of a type differs between old (the proxy's view at
+// an earlier snapshot) and v: the names whose resources changed, appeared
+// or went, or all=true when it cannot say (no old view, inbound or
+// name-derived resources changed).
+func (v *View) Changed(old *View, typeURL string, d *Differ) (names []string, all bool) {
+	if old == nil || old.grpc != v.grpc || old.out == nil {
+		return nil, true
+	}
+	var a, b *Set
+	switch typeURL {
+	case ClusterType:
+		if old.inClusters != v.inClusters {
+			return nil, true
+		}
+		a, b = old.out.clusters, v.out.clusters
+	case EndpointType:
+		a, b = old.out.endpoints, v.out.endpoints
+	case ListenerType:
+		if old.inListeners != v.inListeners {
+			return nil, true
+		}
+		a, b = old.out.listeners, v.out.listeners
+	case RouteType:
+		a, b = old.out.routes, v.out.routes
+	default:
+		return nil, true
+	}
+	if a == b {
+		return nil, false
+	}
+	if v.grpc && (typeURL == ListenerType || typeURL == RouteType) {
+		// Names resolved on request (aliases, inbound) are in no set.
+		return nil, true
+	}
+	return d.diff(a, b), false
+}
+
+// Get returns the named resource of a type, or nil when the proxy has none.
+func (v *View) Get(typeURL, name string) *Resource {
+	switch typeURL {
+	case ClusterType:
+		if r := v.out.clusters.Get(name); r != nil {
+			return r
+		}
+		return v.inClusters.Get(name)
+	case EndpointType:
+		return v.out.endpoints.Get(name)
+	case ListenerType:
+		if r := v.out.listeners.Get(name); r != nil {
+			return r
+		}
+		if r := v.inListeners.Get(name); r != nil {
+			return r
+		}
+		if v.grpc {
+			if strings.HasPrefix(name, GRPCInboundPrefix) {
+				return grpcInboundListener(name)
+			}
+			return grpcAlias(v.Snapshot, v.Proxy.Namespace, typeURL, name)
+		}
+	case RouteType:
+		if r := v.out.routes.Get(name); r != nil {
+			return r
+		}
+		if v.grpc {
+			return grpcAlias(v.Snapshot, v.Proxy.Namespace, typeURL, name)
+		}
+	}
+	return nil
+}
+
+// Version returns the version of All(typeURL), computed once per set.
+func (v *View) Version(typeURL string) string {
+	var sets []*Set
+	switch typeURL {
+	case ClusterType:
+		sets = []*Set{v.out.clusters, v.inClusters}
+	case EndpointType:
+		sets = []*Set{v.out.endpoints}
+	case ListenerType:
+		sets = []*Set{v.out.listeners, v.inListeners}
+	case RouteType:
+		sets = []*Set{v.out.routes}
+	}
+	var nonEmpty []*Set
+	for _, s := range sets {
+		if s.Len() > 0 {
+			nonEmpty = append(nonEmpty, s)
+		}
+	}
+	switch len(nonEmpty) {
+	case 0:
+		return VersionOf(nil)
+	case 1:
+		return nonEmpty[0].Version()
+	}
+	return VersionOf(v.All(typeURL))
+}
+
+// All returns every resource of a type the proxy has, sorted by name: what
+// a wildcard subscription receives. The slice may be shared: callers must
+// not modify it.
+func (v *View) All(typeURL string) []*Resource {
+	var sets []*Set
+	switch typeURL {
+	case ClusterType:
+		sets = []*Set{v.out.clusters, v.inClusters}
+	case EndpointType:
+		sets = []*Set{v.out.endpoints}
+	case ListenerType:
+		sets = []*Set{v.out.listeners, v.inListeners}
+	case RouteType:
+		sets = []*Set{v.out.routes}
+	}
+	n, nonEmpty := 0, 0
+	var only *Set
+	for _, s := range sets {
+		if s.Len() > 0 {
+			n += s.Len()
+			nonEmpty++
+			only = s
+		}
+	}
+	if nonEmpty <= 1 {
+		return only.List()
+	}
+	out := make([]*Resource, 0, n)
+	for _, s := range sets {
+		out = append(out, s.List()...)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
