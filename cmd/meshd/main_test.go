@@ -54,7 +54,7 @@ func freeAddr(t *testing.T) string {
 func startMeshd(t *testing.T, args ...string) *process {
 	t.Helper()
 	p := &process{done: make(chan struct{}), debug: freeAddr(t)}
-	args = append(args, "--debug-address", p.debug, "--grpc-address", "127.0.0.1:0", "--secure-grpc-address", "127.0.0.1:0",
+	args = append(args, "--ca-dir", t.TempDir(), "--debug-address", p.debug, "--grpc-address", "127.0.0.1:0", "--secure-grpc-address", "127.0.0.1:0",
 		"--webhook-address", "127.0.0.1:0", "--monitoring-address", "127.0.0.1:0")
 	p.cmd = exec.Command(os.Args[0], args...)
 	p.cmd.Env = append(os.Environ(), "MESHD_TEST_MAIN=1")

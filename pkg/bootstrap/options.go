@@ -9,7 +9,10 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"time"
+
+	"github.com/meshd/meshd/citadel/ca"
 )
 
 // Options are meshd's settings, one per command-line flag.
@@ -28,6 +31,20 @@ type Options struct {
 
 	// Listen addresses.
 	GRPCAddr, SecureGRPCAddr, WebhookAddr, MonitoringAddr, DebugAddr string
+
+	// ClusterID names this cluster (Istio's CLUSTER_ID); CSRs naming
+	// another cluster in their ClusterID metadata are refused.
+	ClusterID string
+	// CADir keeps the file-mode CA root and token-signing key; CACertsDir,
+	// if set, holds a plug-in CA (ca-cert.pem, ca-key.pem, root-cert.pem,
+	// cert-chain.pem) for file mode.
+	CADir, CACertsDir string
+	// CustomHosts are extra DNS names and IPs in meshd's serving
+	// certificate (Istio's ISTIOD_CUSTOM_HOST).
+	CustomHosts []string
+	// CATrustedNodeAccounts may ask for certificates on behalf of workloads
+	// on their node (Istio's CA_TRUSTED_NODE_ACCOUNTS), as "ns/sa".
+	CATrustedNodeAccounts []string
 
 	// DebounceAfter and DebounceMax bound how config changes are batched
 	// before a push (Istio's PILOT_DEBOUNCE_AFTER / PILOT_DEBOUNCE_MAX).
@@ -50,6 +67,17 @@ func (o *Options) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain of workload identities")
 	fs.StringVar(&o.Namespace, "namespace", envOr("POD_NAMESPACE", "istio-system"), "namespace meshd runs in")
 	fs.StringVar(&o.PodName, "pod-name", envOr("POD_NAME", host), "this replica's name, for leader election")
+	fs.StringVar(&o.ClusterID, "cluster-id", envOr("CLUSTER_ID", "Kubernetes"), "this cluster's ID, as in Istio's CLUSTER_ID")
+	fs.StringVar(&o.CADir, "ca-dir", "", "file mode: where the CA keeps its root and token-signing key (default: the user config dir's meshd/ca)")
+	fs.StringVar(&o.CACertsDir, "cacerts-dir", "", "file mode: a plug-in CA directory (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem)")
+	fs.Func("custom-host", "extra DNS name or IP in meshd's serving certificate; repeatable or comma-separated (default: $ISTIOD_CUSTOM_HOST; 127.0.0.1,localhost in file mode)", func(v string) error {
+		o.CustomHosts = append(o.CustomHosts, splitList(v)...)
+		return nil
+	})
+	fs.Func("ca-trusted-node-accounts", "ns/sa accounts that may request certificates for workloads on their node (default: $CA_TRUSTED_NODE_ACCOUNTS)", func(v string) error {
+		o.CATrustedNodeAccounts = append(o.CATrustedNodeAccounts, splitList(v)...)
+		return nil
+	})
 	fs.StringVar(&o.GRPCAddr, "grpc-address", "", "plaintext xDS and CA gRPC address (default :15010; 127.0.0.1:15010 in file mode)")
 	fs.StringVar(&o.SecureGRPCAddr, "secure-grpc-address", "", "TLS xDS and CA gRPC address (default :15012)")
 	fs.StringVar(&o.WebhookAddr, "webhook-address", "", "HTTPS admission webhook address (default :15017)")
@@ -79,6 +107,18 @@ func (o *Options) Complete() error {
 			*addr = net.JoinHostPort(host, port)
 		}
 	}
+	if len(o.CustomHosts) == 0 {
+		o.CustomHosts = splitList(os.Getenv("ISTIOD_CUSTOM_HOST"))
+		if len(o.CustomHosts) == 0 && o.FileMode() {
+			o.CustomHosts = []string{"127.0.0.1", "localhost"}
+		}
+	}
+	if len(o.CATrustedNodeAccounts) == 0 {
+		o.CATrustedNodeAccounts = splitList(os.Getenv("CA_TRUSTED_NODE_ACCOUNTS"))
+	}
+	if o.CADir == "" {
+		o.CADir = ca.DefaultDir()
+	}
 	def(&o.GRPCAddr, "15010")
 	def(&o.SecureGRPCAddr, "15012")
 	def(&o.WebhookAddr, "15017")
@@ -107,6 +147,16 @@ func (o *Options) Complete() error {
 		return errors.New("--trust-domain and --namespace must not be empty")
 	}
 	return nil
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func envOr(key, def string) string {

@@ -23,6 +23,15 @@ import (
 
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 
+	"github.com/meshd/meshd/citadel/ca"
+	caserver "github.com/meshd/meshd/citadel/server"
+	"github.com/meshd/meshd/citadel/servingcert"
+	"github.com/meshd/meshd/citadel/token"
+	"github.com/meshd/meshd/citadel/trustbundle"
+	"github.com/meshd/meshd/galley/webhook"
+	"github.com/meshd/meshd/galley/webhookconfig"
+	pilotmodel "github.com/meshd/meshd/pilot/model"
+	pilotxds "github.com/meshd/meshd/pilot/xds"
 	"github.com/meshd/meshd/pkg/component"
 	"github.com/meshd/meshd/pkg/leader"
 	"github.com/meshd/meshd/pkg/source/configdir"
@@ -55,6 +64,8 @@ type Server struct {
 	// Ready gates /ready.
 	Ready *Readiness
 
+	// authn authenticates callers of 15012 (mesh certificate or JWT).
+	authn     []caserver.Authenticator
 	manager   *component.Manager
 	certs     *servingCert
 	listeners map[string]net.Listener
@@ -119,7 +130,7 @@ func New(opts Options, log *slog.Logger) (*Server, error) {
 	kp := keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}
 	kep := keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}
 	s.GRPC = grpc.NewServer(grpc.KeepaliveParams(kp), grpc.KeepaliveEnforcementPolicy(kep), grpc.MaxConcurrentStreams(100000))
-	s.SecureGRPC = grpc.NewServer(grpc.Creds(credentials.NewTLS(s.certs.serverTLS())),
+	s.SecureGRPC = grpc.NewServer(grpc.Creds(credentials.NewTLS(s.certs.grpcTLS())), grpc.StreamInterceptor(s.authenticateXDS),
 		grpc.KeepaliveParams(kp), grpc.KeepaliveEnforcementPolicy(kep), grpc.MaxConcurrentStreams(100000))
 
 	s.manager = component.NewManager(log, elector)
@@ -132,10 +143,10 @@ func New(opts Options, log *slog.Logger) (*Server, error) {
 }
 
 // SetServingCertificate makes 15012 and 15017 present certificates from get
-// (citadel's CA-issued certificate), replacing the self-signed default.
-// The TLS client-certificate roots for 15012 come from roots.
-func (s *Server) SetServingCertificate(get func(*tls.ClientHelloInfo) (*tls.Certificate, error)) {
-	s.certs.set(get)
+// (citadel's CA-issued certificate), replacing the self-signed default;
+// rootPEM returns the root that verifies them.
+func (s *Server) SetServingCertificate(get func(*tls.ClientHelloInfo) (*tls.Certificate, error), rootPEM func() ([]byte, error)) {
+	s.certs.set(get, rootPEM)
 }
 
 // AddComponent registers a subsystem's component with the manager.
@@ -259,7 +270,6 @@ func (s *Server) httpServer(h http.Handler, l net.Listener, tlsConfig *tls.Confi
 func (s *Server) routes() {
 	s.MonitoringMux.Handle("/metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{Registry: s.Registry}))
 	s.DebugMux.Handle("/ready", s.Ready)
-	s.DebugMux.HandleFunc("/debug/registryz", s.registryz)
 	s.DebugMux.HandleFunc("/debug/configz", s.configz)
 	s.DebugMux.HandleFunc("/debug/pprof/", pprof.Index)
 	s.DebugMux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -273,8 +283,82 @@ func (s *Server) routes() {
 // components; nothing here starts anything.
 func (s *Server) wireSubsystems() error {
 	// --- citadel ---
+	clog := s.Log.With("subsystem", "citadel")
+	var storage ca.Storage
+	if s.Options.FileMode() {
+		storage = ca.NewDirStorage(s.Options.CADir, s.Options.CACertsDir)
+	} else {
+		storage = ca.NewSecretStorage(s.Options.Namespace, s.Store, s.Kube)
+	}
+	authority := ca.New(clog, storage, ca.Options{TrustDomain: s.Options.TrustDomain})
+	authn := []caserver.Authenticator{caserver.CertAuthenticator(authority)}
+	if s.Options.FileMode() {
+		key, err := token.LoadOrCreateKey(token.KeyPath(s.Options.CADir))
+		if err != nil {
+			return fmt.Errorf("citadel: %w", err)
+		}
+		authn = append(authn, caserver.LocalJWTAuthenticator(token.NewVerifier(&key.PublicKey, nil), authority.TrustDomain()))
+	} else {
+		authn = append(authn, caserver.KubeJWTAuthenticator(s.Kube, authority.TrustDomain(), s.Options.ClusterID))
+	}
+	s.authn = authn
+	caSrv, err := caserver.New(clog, authority, authn, s.Store, s.Registry, caserver.Options{TrustedNodeAccounts: s.Options.CATrustedNodeAccounts})
+	if err != nil {
+		return fmt.Errorf("citadel: %w", err)
+	}
+	caSrv.Register(s.GRPC)
+	caSrv.Register(s.SecureGRPC)
+	serving := servingcert.New(clog, authority, servingcert.Options{Namespace: s.Options.Namespace, ExtraHosts: s.Options.CustomHosts})
+	s.SetServingCertificate(serving.GetCertificate, func() ([]byte, error) { return authority.RootsPEM(), nil })
+	s.certs.setClientRoots(serving.RootPool)
+	s.AddComponent("citadel-ca", authority)
+	s.AddComponent("citadel-serving-cert", serving)
+	if !s.Options.FileMode() {
+		s.AddComponent("citadel-root-publisher", trustbundle.New(clog, s.Store, s.Kube, authority))
+	}
+	s.Ready.Add("ca", func() error {
+		select {
+		case <-serving.Ready():
+			return nil
+		default:
+			return errors.New("CA root and serving certificate not loaded")
+		}
+	})
+
 	// --- pilot ---
+	pilot := pilotxds.New(s.Log.With("subsystem", "pilot"), s.Store, s.Registry, pilotxds.Options{
+		Mesh:          pilotmodel.Options{DomainSuffix: "cluster.local", TrustDomain: s.Options.TrustDomain, ClusterID: s.Options.ClusterID},
+		DebounceAfter: s.Options.DebounceAfter,
+		DebounceMax:   s.Options.DebounceMax,
+		InstanceID:    s.Options.PodName,
+	})
+	pilot.Register(s.GRPC)
+	pilot.Register(s.SecureGRPC)
+	pilot.Routes(s.DebugMux)
+	s.AddComponent("pilot", pilot.Component())
+	s.Ready.Add("pilot", func() error {
+		if pilot.Snapshot() == nil {
+			return errors.New("no mesh snapshot yet")
+		}
+		return nil
+	})
+
 	// --- galley ---
+	glog := s.Log.With("subsystem", "galley")
+	wh, err := webhook.New(glog, s.Registry, webhook.Options{})
+	if err != nil {
+		return fmt.Errorf("galley: %w", err)
+	}
+	wh.Routes(s.WebhookMux)
+	if s.Kube != nil {
+		s.AddComponent("galley-webhook-config", webhookconfig.New(glog, s.Kube, webhookconfig.Options{
+			Name:           "istio-validator-" + s.Options.Namespace,
+			CABundle:       s.certs.rootPEM,
+			Served:         wh.Served(),
+			ProbeNamespace: s.Options.Namespace,
+		}))
+	}
+
 	// --- telemetry ---
 	return nil
 }
