@@ -6,32 +6,52 @@
 #
 # Usage: hack/build-tools.sh [tool...]   (default: all)
 # Prints nothing but progress on stderr; the cache folder is
-# ${MESHD_TOOLS_CACHE:-$HOME/.cache/meshd/tools}.
+# ${MESHD_TOOLS_CACHE:-$HOME/.cache/meshd/tools}. Safe to run concurrently:
+# a second run waits for the first one's build of the same binary.
 set -euo pipefail
-export GOTOOLCHAIN=local GOFLAGS=-mod=mod
-root=$(cd "$(dirname "$0")/.." && pwd)
-cache=${MESHD_TOOLS_CACHE:-$HOME/.cache/meshd/tools}
-mkdir -p "$cache"
 
-# tool name -> "module dir:package"
-declare -A pkgs=(
-  [kube-apiserver]="kube:k8s.io/kubernetes/cmd/kube-apiserver"
-  [etcd]="etcd:go.etcd.io/etcd/server/v3"
-  [staticcheck]="lint:honnef.co/go/tools/cmd/staticcheck"
-)
-[ -d "$root/tools/istio" ] && pkgs[pilot-agent]="istio:istio.io/istio/pilot/cmd/pilot-agent"
+# Everything is in a function, so that bash has read the whole script before
+# running any of it: an edit (or a git checkout) during a long build then
+# cannot change what the running script does.
+main() {
+  export GOTOOLCHAIN=local GOFLAGS=-mod=mod
+  local root cache
+  root=$(cd "$(dirname "$0")/.." && pwd)
+  cache=${MESHD_TOOLS_CACHE:-$HOME/.cache/meshd/tools}
+  mkdir -p "$cache"
 
-want=("$@")
-[ ${#want[@]} -eq 0 ] && want=("${!pkgs[@]}")
-for tool in "${want[@]}"; do
-  spec=${pkgs[$tool]:?unknown tool $tool}
-  dir=$root/tools/${spec%%:*}
-  pkg=${spec#*:}
-  key=$(cat "$dir/go.mod" "$dir/go.sum" 2>/dev/null | sha256sum | cut -c1-12)
-  out=$cache/$tool-$key
-  if [ ! -x "$out" ]; then
-    echo "building $tool ($pkg) into $out" >&2
-    (cd "$dir" && go build -trimpath -o "$out.tmp" "$pkg") && mv "$out.tmp" "$out"
-  fi
-  ln -sfn "$out" "$cache/$tool"
-done
+  # tool name -> "module dir:package"
+  declare -A pkgs=(
+    [kube-apiserver]="kube:k8s.io/kubernetes/cmd/kube-apiserver"
+    [etcd]="etcd:go.etcd.io/etcd/server/v3"
+    [staticcheck]="lint:honnef.co/go/tools/cmd/staticcheck"
+    [helm]="helm:helm.sh/helm/v4/cmd/helm"
+  )
+  [ -d "$root/tools/istio" ] && pkgs[pilot-agent]="istio:istio.io/istio/pilot/cmd/pilot-agent"
+
+  local want=("$@")
+  [ ${#want[@]} -eq 0 ] && want=("${!pkgs[@]}")
+  local tool spec dir pkg key out
+  for tool in "${want[@]}"; do
+    spec=${pkgs[$tool]:?unknown tool $tool}
+    dir=$root/tools/${spec%%:*}
+    pkg=${spec#*:}
+    key=$(cat "$dir/go.mod" "$dir/go.sum" 2>/dev/null | sha256sum | cut -c1-12)
+    out=$cache/$tool-$key
+    (
+      # One build of a binary at a time; whoever waited finds it built.
+      flock 9
+      if [ ! -x "$out" ]; then
+        echo "building $tool ($pkg) into $out" >&2
+        (cd "$dir" && go build -trimpath -o "$out.tmp" "$pkg")
+        mv "$out.tmp" "$out"
+      fi
+      # Replace the link atomically: tests may be reading it right now.
+      ln -sfn "$out" "$cache/.$tool.link"
+      mv -T "$cache/.$tool.link" "$cache/$tool"
+    ) 9>"$out.lock"
+  done
+}
+
+main "$@"
+exit
