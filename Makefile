@@ -26,6 +26,7 @@ unit:
 	go test -race -count=1 ./...
 
 integration: tools
+	hack/install-test-deps.sh
 	go test -race -count=1 -timeout 40m -tags integration ./tests/integration/...
 
 bench:

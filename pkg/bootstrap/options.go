@@ -49,6 +49,10 @@ type Options struct {
 	// DebounceAfter and DebounceMax bound how config changes are batched
 	// before a push (Istio's PILOT_DEBOUNCE_AFTER / PILOT_DEBOUNCE_MAX).
 	DebounceAfter, DebounceMax time.Duration
+	// MaxConnectionAge closes xDS connections after about this long (grpc
+	// adds +-10% jitter), so proxies spread over replicas after a scale-out
+	// (istiod does the same with its keepalive MaxServerConnectionAge).
+	MaxConnectionAge time.Duration
 	// DrainTimeout bounds a graceful stop.
 	DrainTimeout time.Duration
 
@@ -85,6 +89,7 @@ func (o *Options) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.DebugAddr, "debug-address", "", "debug HTTP address: /ready, /debug/* (default :8080)")
 	fs.DurationVar(&o.DebounceAfter, "debounce-after", 100*time.Millisecond, "quiet period after a config change before pushing")
 	fs.DurationVar(&o.DebounceMax, "debounce-max", 10*time.Second, "longest a change waits for the quiet period")
+	fs.DurationVar(&o.MaxConnectionAge, "max-connection-age", 30*time.Minute, "close gRPC connections after about this long so proxies rebalance across replicas")
 	fs.DurationVar(&o.DrainTimeout, "drain-timeout", 10*time.Second, "how long a graceful stop may take")
 	fs.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&o.LogFormat, "log-format", "text", "log format: text or json")
@@ -115,6 +120,9 @@ func (o *Options) Complete() error {
 	}
 	if len(o.CATrustedNodeAccounts) == 0 {
 		o.CATrustedNodeAccounts = splitList(os.Getenv("CA_TRUSTED_NODE_ACCOUNTS"))
+	}
+	if o.ClusterID == "" {
+		o.ClusterID = "Kubernetes"
 	}
 	if o.CADir == "" {
 		o.CADir = ca.DefaultDir()

@@ -37,6 +37,8 @@ import (
 	"github.com/meshd/meshd/pkg/source/configdir"
 	"github.com/meshd/meshd/pkg/source/kube"
 	"github.com/meshd/meshd/pkg/store"
+	"github.com/meshd/meshd/telemetry"
+	"github.com/meshd/meshd/telemetry/als"
 )
 
 // Server is a wired meshd: the store, the shared servers and every
@@ -127,7 +129,8 @@ func New(opts Options, log *slog.Logger) (*Server, error) {
 	if s.certs, err = newServingCert(opts.Namespace); err != nil {
 		return nil, err
 	}
-	kp := keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}
+	kp := keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second,
+		MaxConnectionAge: opts.MaxConnectionAge, MaxConnectionAgeGrace: 10 * time.Second}
 	kep := keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}
 	s.GRPC = grpc.NewServer(grpc.KeepaliveParams(kp), grpc.KeepaliveEnforcementPolicy(kep), grpc.MaxConcurrentStreams(100000))
 	s.SecureGRPC = grpc.NewServer(grpc.Creds(credentials.NewTLS(s.certs.grpcTLS())), grpc.StreamInterceptor(s.authenticateXDS),
@@ -360,5 +363,11 @@ func (s *Server) wireSubsystems() error {
 	}
 
 	// --- telemetry ---
+	tel := telemetry.New(s.Log.With("subsystem", "telemetry"), s.Store, s.Registry,
+		telemetry.Options{ALS: als.Options{ClusterID: s.Options.ClusterID}})
+	tel.Register(s.GRPC)
+	tel.Register(s.SecureGRPC)
+	tel.Routes(s.MonitoringMux) // /stats/prometheus, /api/graph, /ui/graph
+	s.AddComponent("telemetry", tel.Component())
 	return nil
 }
