@@ -14,6 +14,7 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 
+	"github.com/meshd/meshd/galley/validation"
 	"github.com/meshd/meshd/pkg/schema"
 	"github.com/meshd/meshd/pkg/store"
 )
@@ -135,10 +136,10 @@ func (b *Builder) Build(prev *Snapshot, st *store.Store, ch *Changes) (*Snapshot
 	}
 	traffic := false
 	if relist(schema.VirtualService) {
-		snap.VirtualServices, traffic = st.VirtualServices.List(""), true
+		snap.VirtualServices, traffic = validOnly(b, schema.VirtualService.Name, st.VirtualServices.List("")), true
 	}
 	if relist(schema.DestinationRule) {
-		snap.DestinationRules, traffic = st.DestinationRules.List(""), true
+		snap.DestinationRules, traffic = validOnly(b, schema.DestinationRule.Name, st.DestinationRules.List("")), true
 	}
 	if relist(schema.Gateway) {
 		snap.Gateways, traffic = st.Gateways.List(""), true
@@ -602,4 +603,19 @@ func podReady(pod *corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+// validOnly drops the objects that fail validation (they bypassed the
+// admission webhook, or were written before it ran), each with a logged
+// reason and a metric, so that one bad object never breaks the rest.
+func validOnly[T schema.Object](b *Builder, kind string, objs []T) []T {
+	out := objs[:0:0]
+	for _, o := range objs {
+		if _, err := validation.Validate(o); err != nil {
+			b.skip(kind, o.GetNamespace(), o.GetName(), err.Error())
+			continue
+		}
+		out = append(out, o)
+	}
+	return out
 }

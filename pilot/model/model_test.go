@@ -199,3 +199,29 @@ func TestInvalidServiceEntryHostSkipped(t *testing.T) {
 		t.Fatalf("DNS endpoints %+v", eps)
 	}
 }
+
+// A VirtualService or DestinationRule that fails validation (it bypassed
+// the webhook) is left out of the snapshot and counted; the valid ones stay.
+func TestInvalidTrafficConfigSkipped(t *testing.T) {
+	st := store.NewMemory()
+	bad := &networkingv1.VirtualService{ObjectMeta: metav1.ObjectMeta{Name: "bad", Namespace: "default"}}
+	bad.Spec.Hosts = []string{"reviews"}
+	bad.Spec.Http = []*networking.HTTPRoute{{Route: []*networking.HTTPRouteDestination{{Destination: &networking.Destination{Host: "reviews"}, Weight: -1}}}}
+	good := &networkingv1.VirtualService{ObjectMeta: metav1.ObjectMeta{Name: "good", Namespace: "default"}}
+	good.Spec.Hosts = []string{"ratings"}
+	good.Spec.Http = []*networking.HTTPRoute{{Route: []*networking.HTTPRouteDestination{{Destination: &networking.Destination{Host: "ratings"}}}}}
+	badDR := &networkingv1.DestinationRule{ObjectMeta: metav1.ObjectMeta{Name: "bad", Namespace: "default"}}
+	add(t, st, nil, schema.VirtualService, bad)
+	add(t, st, nil, schema.VirtualService, good)
+	add(t, st, nil, schema.DestinationRule, badDR) // no host
+	b := model.NewBuilder(quiet(), model.Options{})
+	var skipped []string
+	b.OnSkip = func(kind string) { skipped = append(skipped, kind) }
+	snap, _ := b.Build(nil, st, nil)
+	if len(skipped) != 2 {
+		t.Fatalf("skipped %v, want the bad VirtualService and DestinationRule", skipped)
+	}
+	if len(snap.VirtualServices) != 1 || snap.VirtualServices[0].Name != "good" || len(snap.DestinationRules) != 0 {
+		t.Fatalf("snapshot kept %d VirtualServices, %d DestinationRules", len(snap.VirtualServices), len(snap.DestinationRules))
+	}
+}

@@ -62,6 +62,9 @@ type Proxy struct {
 	IstioVersion string
 	// HasPod is true when a Pod POD.NAMESPACE was found in the store.
 	HasPod bool
+	// Locality is where the proxy runs (the xDS node's locality), for
+	// locality-aware load balancing.
+	Locality Locality
 }
 
 // ParseNodeID splits TYPE~IP~POD.NS~NS.svc.DOMAIN. The error names what is wrong.

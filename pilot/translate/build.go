@@ -124,8 +124,8 @@ func http2Options() map[string]*anypb.Any {
 
 // outboundCluster builds the cluster of one service port. ok is false when
 // the generator has no cluster for it (proxyless gRPC cannot pass through).
-func outboundCluster(svc *model.Service, p model.Port, eps []model.Endpoint, grpc bool) (*cluster.Cluster, bool) {
-	name := OutboundClusterName(p.Port, "", svc.Hostname)
+func outboundCluster(svc *model.Service, p model.Port, subset string, eps []model.Endpoint, grpc bool) (*cluster.Cluster, bool) {
+	name := OutboundClusterName(p.Port, subset, svc.Hostname)
 	c := &cluster.Cluster{Name: name, ConnectTimeout: durationpb.New(defaultConnectTimeout)}
 	eds := func() {
 		c.ClusterDiscoveryType = &cluster.Cluster_Type{Type: cluster.Cluster_EDS}
@@ -236,14 +236,14 @@ func tcpProxyFilterTo(statPrefix, clusterName string) *listener.Filter {
 
 // rdsHCM is an HTTP connection manager that takes route configuration
 // routeName over ADS, with the router as its last (terminal) filter.
-func rdsHCM(statPrefix, routeName string) *hcm.HttpConnectionManager {
+func rdsHCM(statPrefix, routeName string, filters ...*hcm.HttpFilter) *hcm.HttpConnectionManager {
 	return &hcm.HttpConnectionManager{
 		StatPrefix: statPrefix,
 		RouteSpecifier: &hcm.HttpConnectionManager_Rds{Rds: &hcm.Rds{
 			ConfigSource:    adsSource(),
 			RouteConfigName: routeName,
 		}},
-		HttpFilters: []*hcm.HttpFilter{routerHTTPFilter()},
+		HttpFilters: append(filters, routerHTTPFilter()),
 	}
 }
 

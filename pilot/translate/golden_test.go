@@ -33,6 +33,8 @@ type proxyDoc struct {
 	// Names lists extra resource names the proxy asks for by name (as
 	// proxyless clients do), per type: listeners, routes, clusters, endpoints.
 	Names map[string][]string `json:"names"`
+	// Locality is the node's locality (region/zone/subzone).
+	Locality string `json:"locality"`
 }
 
 var typeKeys = []struct{ key, url string }{
@@ -134,6 +136,9 @@ func render(t *testing.T, in string) []byte {
 	p, err := model.NewProxy(pd.ID, pd.Metadata)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if pd.Locality != "" {
+		p.Locality = model.ParseLocality(pd.Locality)
 	}
 	p = p.WithPod(st)
 	view := translate.New(log).View(snap, p)

@@ -22,14 +22,14 @@ func grpcTarget(host string, port int32) string { return fmt.Sprintf("%s:%d", ho
 // each port of a service, named HOST:PORT. grpc-go wants an api_listener
 // holding an HTTP connection manager that takes its routes over ADS and
 // ends in the router filter.
-func grpcServiceResources(svc *model.Service) (listeners, routes []*Resource) {
+func grpcServiceResources(env *routeEnv, svc *model.Service) (listeners, routes []*Resource) {
 	if svc.Resolution == model.Passthrough && !svc.Headless {
 		return nil, nil
 	}
 	for _, p := range svc.Ports {
 		name := grpcTarget(svc.Hostname, p.Port)
 		listeners = append(listeners, grpcListener(name))
-		routes = append(routes, grpcRoute(name, svc, p.Port, []string{svc.Hostname, name}))
+		routes = append(routes, grpcRoute(env, name, svc, p.Port, []string{svc.Hostname, name}))
 	}
 	return listeners, routes
 }
@@ -38,19 +38,19 @@ func grpcListener(name string) *Resource {
 	l := &listener.Listener{
 		Name: name,
 		ApiListener: &listener.ApiListener{
-			ApiListener: mustAny(rdsHCM(name, name)),
+			ApiListener: mustAny(rdsHCM(name, name, faultHTTPFilter())),
 		},
 	}
 	return mustResource(name, l)
 }
 
-func grpcRoute(name string, svc *model.Service, port int32, domains []string) *Resource {
+func grpcRoute(env *routeEnv, name string, svc *model.Service, port int32, domains []string) *Resource {
 	rc := &route.RouteConfiguration{
 		Name: name,
 		VirtualHosts: []*route.VirtualHost{{
 			Name:    name,
 			Domains: domains,
-			Routes:  []*route.Route{routeToCluster(OutboundClusterName(port, "", svc.Hostname), false)},
+			Routes:  env.routes(svc, port),
 		}},
 	}
 	return mustResource(name, rc)
@@ -59,7 +59,8 @@ func grpcRoute(name string, svc *model.Service, port int32, domains []string) *R
 // grpcAlias answers a proxyless client that dials a service by a shorter
 // name than its FQDN (name.namespace:PORT, or name:PORT in its own
 // namespace): the listener and route carry the name the client used.
-func grpcAlias(snap *model.Snapshot, ns, typeURL, name string) *Resource {
+func grpcAlias(env *routeEnv, typeURL, name string) *Resource {
+	snap, ns := env.idx.snap, env.ns
 	host, portStr, err := net.SplitHostPort(name)
 	if err != nil {
 		return nil
@@ -90,7 +91,7 @@ func grpcAlias(snap *model.Snapshot, ns, typeURL, name string) *Resource {
 	case ListenerType:
 		return grpcListener(name)
 	case RouteType:
-		return grpcRoute(name, svc, int32(port), []string{host, name, svc.Hostname, grpcTarget(svc.Hostname, int32(port))})
+		return grpcRoute(env, name, svc, int32(port), []string{host, name, svc.Hostname, grpcTarget(svc.Hostname, int32(port))})
 	}
 	return nil
 }

@@ -2,7 +2,6 @@ package translate
 
 import (
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"sort"
 	"strconv"
@@ -20,6 +19,8 @@ import (
 	tlsinspector "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 
+	networking "istio.io/api/networking/v1alpha3"
+
 	"github.com/meshd/meshd/pilot/model"
 )
 
@@ -30,14 +31,31 @@ const (
 )
 
 // serviceClusters builds the outbound clusters of one service (one per
-// port). It reads the service and its endpoints (for DNS clusters, which
-// carry them inline) and nothing else.
-func serviceClusters(snap *model.Snapshot, svc *model.Service, grpc bool) []*Resource {
+// port, and one per port and DestinationRule subset). It reads the service,
+// its endpoints (for DNS clusters, which carry them inline) and the
+// DestinationRule dr (nil: none), and nothing else.
+func serviceClusters(snap *model.Snapshot, svc *model.Service, dr *drEntry, grpc bool) []*Resource {
 	eps := snap.Endpoints(svc)
 	out := make([]*Resource, 0, len(svc.Ports))
 	for _, p := range svc.Ports {
-		c, ok := outboundCluster(svc, p, eps.For(p.Port), grpc)
-		if ok {
+		subsets := []*networking.Subset{nil}
+		if dr != nil {
+			subsets = append(subsets, dr.spec.Subsets...)
+		}
+		for _, ss := range subsets {
+			name := ""
+			var labels map[string]string
+			if ss != nil {
+				name, labels = ss.Name, ss.Labels
+			}
+			c, ok := outboundCluster(svc, p, name, subsetEndpoints(eps.For(p.Port), labels), grpc)
+			if !ok {
+				continue
+			}
+			applyPolicy(c, policyFor(dr, ss, p.Port), svc, p.Protocol.IsHTTP2(), grpc, istioSNI(p.Port, name, svc.Hostname))
+			if !grpc {
+				applyLocalityCluster(c, localitySetting(dr, p.Port))
+			}
 			out = append(out, mustResource(c.Name, c))
 		}
 	}
@@ -45,8 +63,12 @@ func serviceClusters(snap *model.Snapshot, svc *model.Service, grpc bool) []*Res
 }
 
 // serviceEndpoints builds the load assignments of one service's EDS
-// clusters. It reads the service and its endpoints only.
-func serviceEndpoints(snap *model.Snapshot, svc *model.Service, grpc bool) []*Resource {
+// clusters, subsets included. It reads the service, its endpoints and the
+// subsets of its DestinationRule.
+//
+// For Envoy, a locality load-balancing setting reshapes them for a proxy
+// at from (the caller keys its cache on from when localityAware).
+func serviceEndpoints(snap *model.Snapshot, svc *model.Service, dr *drEntry, grpc bool, from model.Locality) []*Resource {
 	eds := svc.Resolution == model.ClientSideLB || (grpc && (svc.Headless || svc.Resolution != model.Passthrough))
 	if !eds {
 		return nil
@@ -54,8 +76,23 @@ func serviceEndpoints(snap *model.Snapshot, svc *model.Service, grpc bool) []*Re
 	eps := snap.Endpoints(svc)
 	out := make([]*Resource, 0, len(svc.Ports))
 	for _, p := range svc.Ports {
+		var ls *networking.LocalityLoadBalancerSetting
+		if !grpc {
+			ls = localitySetting(dr, p.Port)
+		}
 		name := OutboundClusterName(p.Port, "", svc.Hostname)
-		out = append(out, mustResource(name, loadAssignment(name, eps.For(p.Port), grpc)))
+		cla := loadAssignment(name, eps.For(p.Port), grpc)
+		applyLocality(cla, ls, from)
+		out = append(out, mustResource(name, cla))
+		if dr == nil {
+			continue
+		}
+		for _, ss := range dr.spec.Subsets {
+			name := OutboundClusterName(p.Port, ss.Name, svc.Hostname)
+			cla := loadAssignment(name, subsetEndpoints(eps.For(p.Port), ss.Labels), grpc)
+			applyLocality(cla, ls, from)
+			out = append(out, mustResource(name, cla))
+		}
 	}
 	return out
 }
@@ -112,7 +149,8 @@ type outboundListener struct {
 // address, SNI chains for TLS to addressless services, and the capture
 // listeners. A port claimed twice in ways a listener cannot tell apart is
 // given to the first service (in hostname order) and the conflict logged.
-func sidecarListeners(log *slog.Logger, services []*model.Service) []*Resource {
+func sidecarListeners(env *routeEnv, services []*model.Service) []*Resource {
+	log := env.log
 	ls := map[string]*outboundListener{}
 	get := func(addr string, port int32) *outboundListener {
 		name := fmt.Sprintf("%s_%d", addr, port)
@@ -142,10 +180,12 @@ func sidecarListeners(log *slog.Logger, services []*model.Service) []*Resource {
 					continue // one HTTP chain routes every service on the port
 				}
 				add(l, &chain{http: true, service: svc.Hostname, protocol: p.Protocol,
-					filter: hcmFilterOf(rdsHCM(fmt.Sprintf("outbound_0.0.0.0_%d", p.Port), strconv.Itoa(int(p.Port))))})
+					filter: hcmFilterOf(rdsHCM(fmt.Sprintf("outbound_0.0.0.0_%d", p.Port), strconv.Itoa(int(p.Port)), corsHTTPFilter(), faultHTTPFilter()))})
 				continue
 			}
-			tcp := func(statPrefix string) *listener.Filter { return tcpProxyFilterTo(statPrefix, clusterName) }
+			tcp := func(statPrefix string) *listener.Filter {
+				return env.tcpFilter(svc, p.Port, statPrefix, p.Protocol == model.TLS || p.Protocol == model.HTTPS)
+			}
 			switch {
 			case svc.ClusterIP != "":
 				add(get(svc.ClusterIP, p.Port), &chain{service: svc.Hostname, filter: tcp(clusterName)})
@@ -241,7 +281,8 @@ type VirtualHostCache func(svc *model.Service, port int32, sameNamespace bool, b
 // sidecarRoutes builds one route configuration per HTTP port, named by the
 // port, with one virtual host per service on it, plus allow_any. Virtual
 // hosts come from vhosts when no domain had to be dropped as a duplicate.
-func sidecarRoutes(log *slog.Logger, ns string, services []*model.Service, vhosts VirtualHostCache) []*Resource {
+func sidecarRoutes(env *routeEnv, services []*model.Service, vhosts VirtualHostCache) []*Resource {
+	log, ns := env.log, env.ns
 	byPort := map[int32][][]byte{}
 	seen := map[int32]map[string]string{}
 	for _, svc := range services {
@@ -266,7 +307,7 @@ func sidecarRoutes(log *slog.Logger, ns string, services []*model.Service, vhost
 			if len(domains) == 0 {
 				continue
 			}
-			build := func() []byte { return mustMarshal(serviceVirtualHost(svc, p.Port, domains)) }
+			build := func() []byte { return mustMarshal(serviceVirtualHost(env, svc, p.Port, domains)) }
 			var b []byte
 			if len(domains) == len(all) && vhosts != nil {
 				b = vhosts(svc, p.Port, svc.Namespace == ns, build)
@@ -288,11 +329,11 @@ func sidecarRoutes(log *slog.Logger, ns string, services []*model.Service, vhost
 	return out
 }
 
-func serviceVirtualHost(svc *model.Service, port int32, domains []string) *route.VirtualHost {
+func serviceVirtualHost(env *routeEnv, svc *model.Service, port int32, domains []string) *route.VirtualHost {
 	return &route.VirtualHost{
 		Name:    fmt.Sprintf("%s:%d", svc.Hostname, port),
 		Domains: domains,
-		Routes:  []*route.Route{routeToCluster(OutboundClusterName(port, "", svc.Hostname), true)},
+		Routes:  env.routes(svc, port),
 	}
 }
 

@@ -26,10 +26,13 @@ import (
 // Proxies with equal keys therefore share one built and serialized copy of
 // each resource. The Translator is safe for concurrent use.
 //
-// A generator that starts reading more (DestinationRules for clusters,
-// VirtualServices for virtual hosts) must add that input's version to the
-// key of the piece it builds (fragFor, virtualHost): per host, so that a
-// change rebuilds only the services it names.
+// Generators read VirtualServices and DestinationRules too; their inputs
+// join the keys per host: the DestinationRule applied to a service (id and
+// spec hash) is part of fragKey, so clusters and endpoints of its subsets
+// follow it; trafficIndex.routeKey (the VirtualServices for the host, and
+// the services and DestinationRules of every host they route to) is part of
+// vhostKey and of the proxyless route check in fragFor. A change therefore
+// rebuilds only the pieces of the hosts it names.
 type Translator struct {
 	log *slog.Logger
 
@@ -39,6 +42,33 @@ type Translator struct {
 	inbound  map[string]*inboundEntry
 	shapes   map[string]*inboundShape
 	static   []*Resource
+
+	idx *trafficIndex // of the newest snapshot translated
+
+	// OnDrop, when set, is told of each route (or mirror) of a
+	// VirtualService left out as invalid (unknown subset or host, weights
+	// adding up to 0). Set it before the first View.
+	OnDrop func(what string)
+}
+
+func (t *Translator) env(snap *model.Snapshot, p *model.Proxy, grpc bool) *routeEnv {
+	return &routeEnv{log: t.log, idx: t.index(snap), ns: p.Namespace, labels: p.Labels, grpc: grpc, onDrop: t.OnDrop}
+}
+
+// index returns the traffic index of snap, built once per snapshot.
+func (t *Translator) index(snap *model.Snapshot) *trafficIndex {
+	if t.idx == nil || t.idx.snap != snap {
+		if t.idx != nil && t.idx.snap.ConfigVersion == snap.ConfigVersion && t.idx.snap.ServicesVersion == snap.ServicesVersion {
+			// Same config and services: everything carries over, the memo
+			// of keys too (they hold no endpoint-dependent input).
+			next := *t.idx
+			next.snap = snap
+			t.idx = &next
+		} else {
+			t.idx = newTrafficIndex(snap)
+		}
+	}
+	return t.idx
 }
 
 // New returns an empty Translator.
@@ -56,6 +86,12 @@ func New(log *slog.Logger) *Translator {
 type fragKey struct {
 	service string
 	grpc    bool
+	// dr is the DestinationRule applied (with a hash of its spec): it
+	// shapes the clusters and their subsets.
+	dr string
+	// locality is the proxy's, when dr balances by locality (the load
+	// assignments then depend on it); "" otherwise.
+	locality string
 }
 
 // frag holds what one service contributes to every proxy that sees it.
@@ -69,6 +105,7 @@ type frag struct {
 	endpoints      []*Resource
 
 	grpcSvc           uint64
+	grpcKey           string
 	listeners, routes []*Resource
 
 	vhostSvc uint64
@@ -78,6 +115,9 @@ type frag struct {
 type vhostKey struct {
 	port          int32
 	sameNamespace bool
+	// traffic is trafficIndex.routeKey: the VirtualServices and
+	// DestinationRules the virtual host is built from.
+	traffic string
 }
 
 type outbound struct {
@@ -108,6 +148,7 @@ type View struct {
 	Proxy    *model.Proxy
 
 	grpc                    bool
+	t                       *Translator
 	out                     *outbound
 	inClusters, inListeners *Set
 }
@@ -117,7 +158,7 @@ func (t *Translator) View(snap *model.Snapshot, p *model.Proxy) *View {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	grpc := p.Generator == model.GeneratorGRPC
-	v := &View{Snapshot: snap, Proxy: p, grpc: grpc}
+	v := &View{Snapshot: snap, Proxy: p, grpc: grpc, t: t}
 	v.out = t.outboundFor(snap, p, grpc)
 	if !grpc {
 		v.inClusters, v.inListeners = t.inboundFor(snap, p)
@@ -125,8 +166,13 @@ func (t *Translator) View(snap *model.Snapshot, p *model.Proxy) *View {
 	return v
 }
 
-func (t *Translator) fragFor(snap *model.Snapshot, svc *model.Service, grpc bool) *frag {
-	k := fragKey{svc.Key(), grpc}
+func (t *Translator) fragFor(snap *model.Snapshot, svc *model.Service, ns string, labels map[string]string, loc model.Locality, grpc bool) *frag {
+	idx := t.index(snap)
+	dr := idx.destinationRule(svc, ns)
+	k := fragKey{service: svc.Key(), grpc: grpc, dr: dr.ID()}
+	if !grpc && localityAware(svc, dr) {
+		k.locality = "@" + loc.Region + "/" + loc.Zone + "/" + loc.SubZone
+	}
 	f := t.frags[k]
 	if f == nil {
 		f = &frag{}
@@ -143,27 +189,32 @@ func (t *Translator) fragFor(snap *model.Snapshot, svc *model.Service, grpc bool
 		clusterEps = epsVersion
 	}
 	if f.clusters == nil || f.clusterSvc != svc.Version || f.clusterEps != clusterEps {
-		f.clusters, f.clusterSvc, f.clusterEps = serviceClusters(snap, svc, grpc), svc.Version, clusterEps
+		f.clusters, f.clusterSvc, f.clusterEps = serviceClusters(snap, svc, dr, grpc), svc.Version, clusterEps
 	}
 	if f.endpoints == nil || f.edsSvc != svc.Version || f.edsEps != epsVersion {
-		f.endpoints, f.edsSvc, f.edsEps = serviceEndpoints(snap, svc, grpc), svc.Version, epsVersion
+		f.endpoints, f.edsSvc, f.edsEps = serviceEndpoints(snap, svc, dr, grpc, loc), svc.Version, epsVersion
 	}
-	if grpc && (f.listeners == nil || f.grpcSvc != svc.Version) {
-		f.listeners, f.routes = grpcServiceResources(svc)
-		f.grpcSvc = svc.Version
+	if grpc {
+		rk := idx.routeKey(svc, ns, idx.labelKey(labels))
+		if f.listeners == nil || f.grpcSvc != svc.Version || f.grpcKey != rk {
+			env := &routeEnv{log: t.log, idx: idx, ns: ns, grpc: true, labels: labels, onDrop: t.OnDrop}
+			f.listeners, f.routes = grpcServiceResources(env, svc)
+			f.grpcSvc, f.grpcKey = svc.Version, rk
+		}
 	}
 	return f
 }
 
 // virtualHost memoizes a service port's serialized virtual host per
 // service version; t.mu is held by the caller.
-func (t *Translator) virtualHost(snap *model.Snapshot) VirtualHostCache {
+func (t *Translator) virtualHost(snap *model.Snapshot, ns string, labels map[string]string, loc model.Locality) VirtualHostCache {
 	return func(svc *model.Service, port int32, same bool, build func() []byte) []byte {
-		f := t.fragFor(snap, svc, false)
-		if f.vhosts == nil || f.vhostSvc != svc.Version {
+		f := t.fragFor(snap, svc, ns, labels, loc, false)
+		if f.vhosts == nil || f.vhostSvc != svc.Version || len(f.vhosts) > 64 {
 			f.vhosts, f.vhostSvc = map[vhostKey][]byte{}, svc.Version
 		}
-		k := vhostKey{port, same}
+		idx := t.index(snap)
+		k := vhostKey{port, same, idx.routeKey(svc, ns, idx.labelKey(labels))}
 		b, ok := f.vhosts[k]
 		if !ok {
 			b = build()
@@ -175,6 +226,16 @@ func (t *Translator) virtualHost(snap *model.Snapshot) VirtualHostCache {
 
 func (t *Translator) outboundFor(snap *model.Snapshot, p *model.Proxy, grpc bool) *outbound {
 	key := p.SharingKey()
+	// Proxies whose labels some sourceLabels match tells apart get
+	// outbound config of their own.
+	if lk := t.index(snap).labelKey(p.Labels); lk != "" {
+		key += "|" + lk
+	}
+	// So do proxies in different localities once some DestinationRule
+	// balances by locality.
+	if !grpc && t.index(snap).localityLB {
+		key += "|@" + p.Locality.String()
+	}
 	o := t.outbound[key]
 	if o == nil {
 		o = &outbound{}
@@ -196,7 +257,7 @@ func (t *Translator) outboundFor(snap *model.Snapshot, p *model.Proxy, grpc bool
 		clusters = append(clusters, t.static...)
 	}
 	for _, svc := range services {
-		f := t.fragFor(snap, svc, grpc)
+		f := t.fragFor(snap, svc, p.Namespace, p.Labels, p.Locality, grpc)
 		clusters = append(clusters, f.clusters...)
 		endpoints = append(endpoints, f.endpoints...)
 		if grpc {
@@ -213,8 +274,8 @@ func (t *Translator) outboundFor(snap *model.Snapshot, p *model.Proxy, grpc bool
 	case grpc:
 		n.listeners, n.routes = NewSet(listeners), NewSet(routes)
 	default:
-		n.listeners = NewSet(sidecarListeners(t.log, services))
-		n.routes = NewSet(sidecarRoutes(t.log, p.Namespace, services, t.virtualHost(snap)))
+		n.listeners = NewSet(sidecarListeners(t.env(snap, p, false), services))
+		n.routes = NewSet(sidecarRoutes(t.env(snap, p, false), services, t.virtualHost(snap, p.Namespace, p.Labels, p.Locality)))
 	}
 	if keep {
 		t.outbound[key] = n
@@ -407,14 +468,14 @@ func (v *View) Get(typeURL, name string) *Resource {
 			if strings.HasPrefix(name, GRPCInboundPrefix) {
 				return grpcInboundListener(name)
 			}
-			return grpcAlias(v.Snapshot, v.Proxy.Namespace, typeURL, name)
+			return v.alias(typeURL, name)
 		}
 	case RouteType:
 		if r := v.out.routes.Get(name); r != nil {
 			return r
 		}
 		if v.grpc {
-			return grpcAlias(v.Snapshot, v.Proxy.Namespace, typeURL, name)
+			return v.alias(typeURL, name)
 		}
 	}
 	return nil
@@ -481,4 +542,15 @@ func (v *View) All(typeURL string) []*Resource {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// alias answers a proxyless client asking for a service by a shorter name.
+func (v *View) alias(typeURL, name string) *Resource {
+	v.t.mu.Lock()
+	defer v.t.mu.Unlock()
+	idx := v.t.idx
+	if idx == nil || idx.snap != v.Snapshot {
+		idx = newTrafficIndex(v.Snapshot)
+	}
+	return grpcAlias(&routeEnv{log: v.t.log, idx: idx, ns: v.Proxy.Namespace, grpc: true, labels: v.Proxy.Labels}, typeURL, name) // drops were counted on the FQDN route
 }

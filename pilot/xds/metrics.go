@@ -21,6 +21,7 @@ type metrics struct {
 	configSize        *prometheus.HistogramVec
 	internalErrors    prometheus.Counter
 	skipped           *prometheus.CounterVec
+	dropped           *prometheus.CounterVec
 	snapshotBuildTime prometheus.Histogram
 }
 
@@ -71,6 +72,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pilot_config_skipped", Help: "Objects (or parts of objects) skipped as invalid while building the mesh snapshot, by kind.",
 		}, []string{"kind"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pilot_config_dropped_routes", Help: "Routes (or mirrors) of VirtualServices left out of generated config as invalid: an unknown subset or host, weights adding up to 0.",
+		}, []string{"what"}),
 		snapshotBuildTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "pilot_snapshot_build_time",
 			Help:    "Time in seconds to build a mesh snapshot after a debounced change.",
@@ -100,6 +104,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.configSize = register(reg, m.configSize)
 	m.internalErrors = register(reg, m.internalErrors)
 	m.skipped = register(reg, m.skipped)
+	m.dropped = register(reg, m.dropped)
 	m.snapshotBuildTime = register(reg, m.snapshotBuildTime)
 	return m
 }

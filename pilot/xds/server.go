@@ -110,6 +110,7 @@ func New(log *slog.Logger, st *store.Store, reg prometheus.Registerer, opts Opti
 		signal:     make(chan struct{}, 1),
 	}
 	s.builder.OnSkip = func(kind string) { s.metrics.skipped.WithLabelValues(kind).Inc() }
+	s.translator.OnDrop = func(what string) { s.metrics.dropped.WithLabelValues(what).Inc() }
 	s.xds = serverv3.NewServer(context.Background(), s, s, sotw.WithOrderedADS())
 	return s
 }

@@ -153,6 +153,9 @@ func (s *Server) identify(c *conn, node *core.Node, typeURL string) error {
 		s.log.Warn("refusing xDS stream", "peer", c.peer, "error", err)
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
+	if l := node.GetLocality(); l != nil {
+		p.Locality = model.Locality{Region: l.GetRegion(), Zone: l.GetZone(), SubZone: l.GetSubZone()}
+	}
 	c.proxy = p.WithPod(s.store)
 	c.debugOnly = false
 	s.metrics.xdsClients.WithLabelValues(c.proxy.IstioVersion).Inc()

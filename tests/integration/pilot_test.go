@@ -164,6 +164,11 @@ func (e *pilotEnv) host() string { return "echo." + e.ns + ".svc.cluster.local" 
 // grpcClient dials xds:///echo.NS.svc.cluster.local:7070 with grpc-go's own
 // xDS resolver, bootstrapped to meshd as a proxyless gRPC proxy.
 func (e *pilotEnv) grpcClient(pod string) *grpc.ClientConn {
+	return e.grpcClientFor(pod, e.host()+":7070")
+}
+
+// grpcClientFor dials xds:///target the same way.
+func (e *pilotEnv) grpcClientFor(pod, target string) *grpc.ClientConn {
 	bootstrap := fmt.Sprintf(`{
 	  "xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
 	  "node": {
@@ -177,7 +182,7 @@ func (e *pilotEnv) grpcClient(pod string) *grpc.ClientConn {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	cc, err := grpc.NewClient("xds:///"+e.host()+":7070",
+	cc, err := grpc.NewClient("xds:///"+target,
 		grpc.WithResolvers(resolver),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(e.dial))
