@@ -161,13 +161,22 @@ func TestFailover(t *testing.T) {
 	}
 	killed := byName[leader]
 
-	// The mesh: echo with two backends, and a namespace whose root
-	// ConfigMap the leader published.
+	// The mesh: echo with a v1 and a v2 backend, all traffic on v1; and a
+	// namespace whose root ConfigMap the leader published.
 	e := &pilotEnv{t: t, cluster: c, ns: c.NewNamespace(t, "ha"), backends: map[string]string{}, names: map[string]string{}}
-	for i := 1; i <= 3; i++ {
-		e.backend(fmt.Sprintf("192.0.2.%d:7070", i), fmt.Sprintf("backend-%d", i))
-	}
-	e.createEcho("192.0.2.1", "192.0.2.2")
+	e.backend("192.0.2.1:7070", "v1")
+	e.backend("192.0.2.2:7070", "v2")
+	host := e.serviceEntry("echo", map[string]string{"192.0.2.1": "v1", "192.0.2.2": "v2"})
+	e.apply(fmt.Sprintf(subsetsDR, "echo", host))
+	const route = `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: echo}
+spec:
+  hosts: [echo]
+  http:
+  - route: [{destination: {host: echo, subset: %s}}]
+`
+	e.apply(fmt.Sprintf(route, "v1"))
 	var rootBefore string
 	framework.Eventually(t, time.Minute, func() error {
 		cm, err := c.Kube.CoreV1().ConfigMaps(e.ns).Get(context.Background(), "istio-ca-root-cert", metav1.GetOptions{})
@@ -180,14 +189,28 @@ func TestFailover(t *testing.T) {
 	// A client that reaches the replicas through one address, connected
 	// to the leader first.
 	cc := haClient(t, e, serviceVIP(t, killed.grpc, survivor.grpc))
-	waitForBackends(t, cc, "backend-1", "backend-2")
+	onlyFrom := func(want string) func() error {
+		return func() error {
+			for range 5 {
+				name, err := call(context.Background(), cc)
+				if err != nil {
+					return err
+				}
+				if name != want {
+					return fmt.Errorf("answered by %s, want %s only", name, want)
+				}
+			}
+			return nil
+		}
+	}
+	framework.Eventually(t, time.Minute, onlyFrom("v1"))
 
-	// Kill the leader; change the mesh while it is down.
+	// Kill the leader; move the route to v2 while it is down.
 	if err := killed.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	<-killed.done
-	e.scale("192.0.2.3")
+	e.apply(fmt.Sprintf(route, "v2"))
 
 	framework.Eventually(t, 45*time.Second, func() error {
 		h, err := leaseHolder(c)
@@ -196,19 +219,8 @@ func TestFailover(t *testing.T) {
 		}
 		return nil
 	})
-	// The client follows the change through the survivor: only backend-3.
-	framework.Eventually(t, time.Minute, func() error {
-		for range 5 {
-			name, err := call(context.Background(), cc)
-			if err != nil {
-				return err
-			}
-			if name != "backend-3" {
-				return fmt.Errorf("answered by %s, want backend-3 only", name)
-			}
-		}
-		return nil
-	})
+	// The client follows the change through the survivor.
+	framework.Eventually(t, time.Minute, onlyFrom("v2"))
 	// The survivor kept the root the first leader created.
 	cm, err := c.Kube.CoreV1().ConfigMaps(e.ns).Get(context.Background(), "istio-ca-root-cert", metav1.GetOptions{})
 	if err != nil {
