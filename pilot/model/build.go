@@ -132,6 +132,7 @@ func (b *Builder) Build(prev *Snapshot, st *store.Store, ch *Changes) (*Snapshot
 		snap.VirtualServices, snap.DestinationRules, snap.Gateways, snap.Sidecars = prev.VirtualServices, prev.DestinationRules, prev.Gateways, prev.Sidecars
 		snap.PeerAuthentications, snap.AuthorizationPolicies, snap.RequestAuthentications = prev.PeerAuthentications, prev.AuthorizationPolicies, prev.RequestAuthentications
 		snap.ServiceEntries, snap.WorkloadEntries = prev.ServiceEntries, prev.WorkloadEntries
+		snap.Telemetries, snap.TelemetryVersion = prev.Telemetries, prev.TelemetryVersion
 		snap.ConfigVersion = prev.ConfigVersion
 	}
 	traffic := false
@@ -155,6 +156,11 @@ func (b *Builder) Build(prev *Snapshot, st *store.Store, ch *Changes) (*Snapshot
 	}
 	if relist(schema.RequestAuthentication) {
 		snap.RequestAuthentications, traffic = st.RequestAuthentications.List(""), true
+	}
+	if relist(schema.Telemetry) {
+		// Telemetry decides which access loggers listeners carry.
+		snap.Telemetries, traffic = st.Telemetries.List(""), true
+		snap.TelemetryVersion = b.next()
 	}
 	if relist(schema.ServiceEntry) {
 		snap.ServiceEntries = st.ServiceEntries.List("")

@@ -74,7 +74,8 @@ func (c *Changes) Add(e store.Event) bool {
 		set(&c.configKinds, e.Kind.Name)
 		c.trigger(TriggerService)
 	case schema.VirtualService.Name, schema.DestinationRule.Name, schema.Gateway.Name, schema.Sidecar.Name,
-		schema.PeerAuthentication.Name, schema.AuthorizationPolicy.Name, schema.RequestAuthentication.Name:
+		schema.PeerAuthentication.Name, schema.AuthorizationPolicy.Name, schema.RequestAuthentication.Name,
+		schema.Telemetry.Name:
 		set(&c.configKinds, e.Kind.Name)
 		c.trigger(TriggerConfig)
 	default:

@@ -3,6 +3,7 @@ package model
 import (
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	telemetryv1 "istio.io/client-go/pkg/apis/telemetry/v1"
 )
 
 // Options are the mesh-wide facts a snapshot is built with.
@@ -13,6 +14,9 @@ type Options struct {
 	TrustDomain string
 	// ClusterID names this cluster (Kubernetes).
 	ClusterID string
+	// RootNamespace holds mesh-wide config (istio-system): a Telemetry
+	// there without a selector applies to every proxy.
+	RootNamespace string
 }
 
 // WithDefaults fills the zero fields with istiod's defaults.
@@ -25,6 +29,9 @@ func (o Options) WithDefaults() Options {
 	}
 	if o.ClusterID == "" {
 		o.ClusterID = "Kubernetes"
+	}
+	if o.RootNamespace == "" {
+		o.RootNamespace = "istio-system"
 	}
 	return o
 }
@@ -59,6 +66,11 @@ type Snapshot struct {
 	PeerAuthentications    []*securityv1.PeerAuthentication
 	AuthorizationPolicies  []*securityv1.AuthorizationPolicy
 	RequestAuthentications []*securityv1.RequestAuthentication
+	Telemetries            []*telemetryv1.Telemetry
+
+	// TelemetryVersion changes when any Telemetry changes (ConfigVersion
+	// changes with it).
+	TelemetryVersion uint64
 
 	// what the incremental builder reuses.
 	kube    map[string]*entry // by namespace/name of the Service

@@ -53,6 +53,8 @@ type routeEnv struct {
 	labels map[string]string
 	// onDrop, when set, counts each part of a VirtualService dropped.
 	onDrop func(what string)
+	// als says which listeners log to meshd; only listener builders read it.
+	als accessLogs
 }
 
 // drop logs why a part of a VirtualService is left out, and counts it.

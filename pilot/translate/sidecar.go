@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	accesslog "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -151,6 +152,8 @@ type outboundListener struct {
 // given to the first service (in hostname order) and the conflict logged.
 func sidecarListeners(env *routeEnv, services []*model.Service) []*Resource {
 	log := env.log
+	clientLogs := httpAccessLogs(env.als.client, env.als.clientFilter)
+	clientTCPLogs := tcpAccessLogs(env.als.client, env.als.clientFilter)
 	ls := map[string]*outboundListener{}
 	get := func(addr string, port int32) *outboundListener {
 		name := fmt.Sprintf("%s_%d", addr, port)
@@ -180,11 +183,11 @@ func sidecarListeners(env *routeEnv, services []*model.Service) []*Resource {
 					continue // one HTTP chain routes every service on the port
 				}
 				add(l, &chain{http: true, service: svc.Hostname, protocol: p.Protocol,
-					filter: hcmFilterOf(rdsHCM(fmt.Sprintf("outbound_0.0.0.0_%d", p.Port), strconv.Itoa(int(p.Port)), corsHTTPFilter(), faultHTTPFilter()))})
+					filter: hcmFilterOf(withHTTPAccessLogs(rdsHCM(fmt.Sprintf("outbound_0.0.0.0_%d", p.Port), strconv.Itoa(int(p.Port)), corsHTTPFilter(), faultHTTPFilter()), clientLogs))})
 				continue
 			}
 			tcp := func(statPrefix string) *listener.Filter {
-				return env.tcpFilter(svc, p.Port, statPrefix, p.Protocol == model.TLS || p.Protocol == model.HTTPS)
+				return withTCPAccessLogs(env.tcpFilter(svc, p.Port, statPrefix, p.Protocol == model.TLS || p.Protocol == model.HTTPS), clientTCPLogs)
 			}
 			switch {
 			case svc.ClusterIP != "":
@@ -220,7 +223,7 @@ func sidecarListeners(env *routeEnv, services []*model.Service) []*Resource {
 	}
 	sort.Strings(names)
 	out := make([]*Resource, 0, len(names)+2)
-	out = append(out, virtualOutbound())
+	out = append(out, virtualOutbound(clientTCPLogs))
 	for _, n := range names {
 		l := ls[n]
 		keys := make([]string, 0, len(l.chains))
@@ -258,7 +261,7 @@ func sidecarListeners(env *routeEnv, services []*model.Service) []*Resource {
 // virtualOutbound captures all outbound traffic (iptables sends it to
 // 15001) and hands it to the listener for its original destination; what
 // no listener claims passes through (outboundTrafficPolicy ALLOW_ANY).
-func virtualOutbound() *Resource {
+func virtualOutbound(logs []*accesslog.AccessLog) *Resource {
 	l := &listener.Listener{
 		Name:             VirtualOutboundListener,
 		Address:          socketAddress("0.0.0.0", virtualOutboundPort),
@@ -266,7 +269,7 @@ func virtualOutbound() *Resource {
 		TrafficDirection: core.TrafficDirection_OUTBOUND,
 		FilterChains: []*listener.FilterChain{{
 			Name:    PassthroughCluster,
-			Filters: []*listener.Filter{tcpProxyFilterTo(PassthroughCluster, PassthroughCluster)},
+			Filters: []*listener.Filter{withTCPAccessLogs(tcpProxyFilterTo(PassthroughCluster, PassthroughCluster), logs)},
 		}},
 	}
 	return mustResource(l.Name, l)
@@ -384,8 +387,11 @@ func allowAny() *route.VirtualHost {
 }
 
 // sidecarInbound builds the inbound clusters and the virtualInbound
-// listener for the ports the workload serves.
-func sidecarInbound(inbound []model.InboundPort) (clusters, listeners []*Resource) {
+// listener for the ports the workload serves, logging to meshd as als
+// says for server traffic.
+func sidecarInbound(inbound []model.InboundPort, als accessLogs) (clusters, listeners []*Resource) {
+	httpLogs := httpAccessLogs(als.server, als.serverFilter)
+	tcpLogs := tcpAccessLogs(als.server, als.serverFilter)
 	vi := &listener.Listener{
 		Name:             VirtualInboundListener,
 		Address:          socketAddress("0.0.0.0", virtualInboundPort),
@@ -396,7 +402,7 @@ func sidecarInbound(inbound []model.InboundPort) (clusters, listeners []*Resourc
 		}},
 		DefaultFilterChain: &listener.FilterChain{
 			Name:    InboundPassthroughCluster,
-			Filters: []*listener.Filter{tcpProxyFilterTo(InboundPassthroughCluster, InboundPassthroughCluster)},
+			Filters: []*listener.Filter{withTCPAccessLogs(tcpProxyFilterTo(InboundPassthroughCluster, InboundPassthroughCluster), tcpLogs)},
 		},
 	}
 	for _, in := range inbound {
@@ -430,9 +436,10 @@ func sidecarInbound(inbound []model.InboundPort) (clusters, listeners []*Resourc
 					ValidateClusters: wrapperspb.Bool(false),
 				}},
 				HttpFilters: []*hcm.HttpFilter{routerHTTPFilter()},
+				AccessLog:   httpLogs,
 			})}
 		} else {
-			fc.Filters = []*listener.Filter{tcpProxyFilterTo(name, name)}
+			fc.Filters = []*listener.Filter{withTCPAccessLogs(tcpProxyFilterTo(name, name), tcpLogs)}
 		}
 		vi.FilterChains = append(vi.FilterChains, fc)
 	}

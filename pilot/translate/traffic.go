@@ -37,6 +37,10 @@ type trafficIndex struct {
 	labelKeys []string
 	// byName holds every VirtualService by namespace/name, for delegates.
 	byName map[string]*vsEntry
+	// als memoizes access-log decisions (Translator.accessLogsFor) for
+	// Telemetry version alsVersion.
+	als        map[string]accessLogs
+	alsVersion uint64
 }
 
 type wildVS struct {

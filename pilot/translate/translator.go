@@ -23,6 +23,13 @@ import (
 //   - per inbound shape (the service ports a workload serves): the inbound
 //     clusters and listener.
 //
+// The meshd access-log decision of a proxy's Telemetry resources
+// (provider.MeshdAccessLogging of the Telemetries, the proxy's namespace
+// and, when a workload-scoped Telemetry exists there, its labels) joins the
+// outbound key and the inbound keys whole: it is all that the listener and
+// cluster generators read of Telemetry, so keying by it is exact; and a
+// Telemetry change also bumps ConfigVersion, rebuilding listeners.
+//
 // Proxies with equal keys therefore share one built and serialized copy of
 // each resource. The Translator is safe for concurrent use.
 //
@@ -49,10 +56,18 @@ type Translator struct {
 	// VirtualService left out as invalid (unknown subset or host, weights
 	// adding up to 0). Set it before the first View.
 	OnDrop func(what string)
+
+	// ControlPlaneAddress (host:port) is where sidecars whose Telemetry
+	// enables the meshd provider stream access logs;
+	// DefaultControlPlaneAddress when empty. Set it before the first View.
+	ControlPlaneAddress string
+
+	alsCluster     *Resource
+	alsClusterAddr string
 }
 
-func (t *Translator) env(snap *model.Snapshot, p *model.Proxy, grpc bool) *routeEnv {
-	return &routeEnv{log: t.log, idx: t.index(snap), ns: p.Namespace, labels: p.Labels, grpc: grpc, onDrop: t.OnDrop}
+func (t *Translator) env(snap *model.Snapshot, p *model.Proxy, grpc bool, als accessLogs) *routeEnv {
+	return &routeEnv{log: t.log, idx: t.index(snap), ns: p.Namespace, labels: p.Labels, grpc: grpc, onDrop: t.OnDrop, als: als}
 }
 
 // index returns the traffic index of snap, built once per snapshot.
@@ -133,7 +148,10 @@ type inboundEntry struct {
 	used            uint64
 	servicesVersion uint64
 	epsVersions     map[string]uint64
-	shape           *inboundShape
+	// als is accessLogs.serverKey of the proxy: inbound listeners log
+	// by it.
+	als   string
+	shape *inboundShape
 }
 
 type inboundShape struct {
@@ -231,6 +249,11 @@ func (t *Translator) outboundFor(snap *model.Snapshot, p *model.Proxy, grpc bool
 	if lk := t.index(snap).labelKey(p.Labels); lk != "" {
 		key += "|" + lk
 	}
+	// So do proxies whose Telemetry logs differently.
+	als := t.accessLogsFor(snap, p)
+	if ak := als.key(); ak != "" {
+		key += "|" + ak
+	}
 	// So do proxies in different localities once some DestinationRule
 	// balances by locality.
 	if !grpc && t.index(snap).localityLB {
@@ -255,6 +278,11 @@ func (t *Translator) outboundFor(snap *model.Snapshot, p *model.Proxy, grpc bool
 	var clusters, endpoints, listeners, routes []*Resource
 	if !grpc {
 		clusters = append(clusters, t.static...)
+		if als.any() {
+			if c := t.telemetryClusterResource(); c != nil {
+				clusters = append(clusters, c)
+			}
+		}
 	}
 	for _, svc := range services {
 		f := t.fragFor(snap, svc, p.Namespace, p.Labels, p.Locality, grpc)
@@ -274,8 +302,8 @@ func (t *Translator) outboundFor(snap *model.Snapshot, p *model.Proxy, grpc bool
 	case grpc:
 		n.listeners, n.routes = NewSet(listeners), NewSet(routes)
 	default:
-		n.listeners = NewSet(sidecarListeners(t.env(snap, p, false), services))
-		n.routes = NewSet(sidecarRoutes(t.env(snap, p, false), services, t.virtualHost(snap, p.Namespace, p.Labels, p.Locality)))
+		n.listeners = NewSet(sidecarListeners(t.env(snap, p, false, als), services))
+		n.routes = NewSet(sidecarRoutes(t.env(snap, p, false, als), services, t.virtualHost(snap, p.Namespace, p.Labels, p.Locality)))
 	}
 	if keep {
 		t.outbound[key] = n
@@ -285,8 +313,9 @@ func (t *Translator) outboundFor(snap *model.Snapshot, p *model.Proxy, grpc bool
 
 func (t *Translator) inboundFor(snap *model.Snapshot, p *model.Proxy) (*Set, *Set) {
 	key := p.WorkloadKey() + "|" + strings.Join(p.IPs, ",")
+	als := t.accessLogsFor(snap, p)
 	e := t.inbound[key]
-	if e != nil && e.servicesVersion == snap.ServicesVersion {
+	if e != nil && e.servicesVersion == snap.ServicesVersion && e.als == als.serverKey() {
 		fresh := true
 		for svcKey, v := range e.epsVersions {
 			var cur uint64
@@ -309,8 +338,9 @@ func (t *Translator) inboundFor(snap *model.Snapshot, p *model.Proxy) (*Set, *Se
 		}
 	}
 	ports := snap.Inbound(p.Namespace, p.Labels, p.IPs)
-	e = &inboundEntry{used: snap.Version, servicesVersion: snap.ServicesVersion, epsVersions: map[string]uint64{}}
+	e = &inboundEntry{used: snap.Version, servicesVersion: snap.ServicesVersion, epsVersions: map[string]uint64{}, als: als.serverKey()}
 	var shapeKey strings.Builder
+	shapeKey.WriteString(als.serverKey() + "|")
 	for _, in := range ports {
 		if in.Port.TargetPort == 0 {
 			// A named target port was resolved from this workload's endpoints.
@@ -325,7 +355,7 @@ func (t *Translator) inboundFor(snap *model.Snapshot, p *model.Proxy) (*Set, *Se
 	shape := t.shapes[shapeKey.String()]
 	if shape == nil {
 		shape = &inboundShape{}
-		c, l := sidecarInbound(ports)
+		c, l := sidecarInbound(ports, als)
 		shape.clusters, shape.listeners = NewSet(c), NewSet(l)
 		t.shapes[shapeKey.String()] = shape
 	}

@@ -42,6 +42,10 @@ type Options struct {
 	InstanceID string
 	// Version is reported as the control plane version.
 	Version string
+	// ControlPlaneAddress (host:port) is where sidecars stream access logs
+	// when a Telemetry enables the meshd provider
+	// (translate.DefaultControlPlaneAddress when empty).
+	ControlPlaneAddress string
 }
 
 func (o Options) withDefaults() Options {
@@ -111,6 +115,7 @@ func New(log *slog.Logger, st *store.Store, reg prometheus.Registerer, opts Opti
 	}
 	s.builder.OnSkip = func(kind string) { s.metrics.skipped.WithLabelValues(kind).Inc() }
 	s.translator.OnDrop = func(what string) { s.metrics.dropped.WithLabelValues(what).Inc() }
+	s.translator.ControlPlaneAddress = opts.ControlPlaneAddress
 	s.xds = serverv3.NewServer(context.Background(), s, s, sotw.WithOrderedADS())
 	return s
 }

@@ -330,10 +330,13 @@ func (s *Server) wireSubsystems() error {
 
 	// --- pilot ---
 	pilot := pilotxds.New(s.Log.With("subsystem", "pilot"), s.Store, s.Registry, pilotxds.Options{
-		Mesh:          pilotmodel.Options{DomainSuffix: "cluster.local", TrustDomain: s.Options.TrustDomain, ClusterID: s.Options.ClusterID},
-		DebounceAfter: s.Options.DebounceAfter,
-		DebounceMax:   s.Options.DebounceMax,
-		InstanceID:    s.Options.PodName,
+		Mesh: pilotmodel.Options{DomainSuffix: "cluster.local", TrustDomain: s.Options.TrustDomain,
+			ClusterID: s.Options.ClusterID, RootNamespace: s.Options.Namespace},
+		// Sidecars stream access logs to meshd through the Service istiod.
+		ControlPlaneAddress: "istiod." + s.Options.Namespace + ".svc:15010",
+		DebounceAfter:       s.Options.DebounceAfter,
+		DebounceMax:         s.Options.DebounceMax,
+		InstanceID:          s.Options.PodName,
 	})
 	pilot.Register(s.GRPC)
 	pilot.Register(s.SecureGRPC)
