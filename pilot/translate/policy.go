@@ -109,6 +109,7 @@ func applyLB(c *cluster.Cluster, lb *networking.LoadBalancerSettings, grpc bool)
 		c.LbPolicy = cluster.Cluster_RING_HASH
 		size := ch.GetRingHash().GetMinimumRingSize()
 		if size == 0 {
+			//lint:ignore SA1019 istiod still honours the deprecated top-level field; so must a drop-in.
 			size = ch.GetMinimumRingSize()
 		}
 		if size == 0 {
@@ -130,6 +131,7 @@ func applyLB(c *cluster.Cluster, lb *networking.LoadBalancerSettings, grpc bool)
 			c.EdsClusterConfig, c.LoadAssignment = nil, nil
 			c.LbPolicy, c.LbConfig = cluster.Cluster_CLUSTER_PROVIDED, nil
 		}
+	//lint:ignore SA1019 LEAST_CONN is istiod's deprecated alias of LEAST_REQUEST and still accepted.
 	case networking.LoadBalancerSettings_LEAST_REQUEST, networking.LoadBalancerSettings_LEAST_CONN:
 		applyDefaultLB(c)
 	}

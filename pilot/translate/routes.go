@@ -429,7 +429,8 @@ func faultConfig(f *networking.HTTPFaultInjection) *faultv3.HTTPFault {
 	if d := f.Delay; d != nil && d.GetFixedDelay() != nil {
 		out.Delay = &commonfault.FaultDelay{
 			FaultDelaySecifier: &commonfault.FaultDelay_FixedDelay{FixedDelay: durationpb.New(d.GetFixedDelay().AsDuration())},
-			Percentage:         faultPercent(d.Percentage, d.Percent),
+			//lint:ignore SA1019 istiod still applies the deprecated integer percent when percentage is unset.
+			Percentage: faultPercent(d.Percentage, d.Percent),
 		}
 	}
 	if a := f.Abort; a != nil {
