@@ -125,10 +125,7 @@ func New(opts Options, log *slog.Logger) (*Server, error) {
 		return nil
 	})
 
-	var err error
-	if s.certs, err = newServingCert(opts.Namespace); err != nil {
-		return nil, err
-	}
+	s.certs = &servingCert{}
 	kp := keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second,
 		MaxConnectionAge: opts.MaxConnectionAge, MaxConnectionAgeGrace: 10 * time.Second}
 	kep := keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}
@@ -146,8 +143,8 @@ func New(opts Options, log *slog.Logger) (*Server, error) {
 }
 
 // SetServingCertificate makes 15012 and 15017 present certificates from get
-// (citadel's CA-issued certificate), replacing the self-signed default;
-// rootPEM returns the root that verifies them.
+// (citadel's CA-issued certificate); rootPEM returns the root that verifies
+// them.
 func (s *Server) SetServingCertificate(get func(*tls.ClientHelloInfo) (*tls.Certificate, error), rootPEM func() ([]byte, error)) {
 	s.certs.set(get, rootPEM)
 }
