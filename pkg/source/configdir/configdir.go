@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus"
@@ -134,6 +135,19 @@ func (s *Source) Start(ctx context.Context) error {
 	_ = s.Sync() // file errors are logged and counted; the rest is served
 	s.store.MarkSynced()
 	s.log.Info("config dir loaded", "dir", s.dir, "files", len(s.files))
+
+	// A file written in place is first truncated, then filled: reading it
+	// at the first event would see it empty or cut short, and briefly delete
+	// its objects. So a sync waits until the directory has been quiet for
+	// settleQuiet (at most settleMax after the first event). This is not
+	// the push debounce (pilot owns that); it only waits for writers.
+	var (
+		quiet   = time.NewTimer(time.Hour)
+		first   time.Time
+		pending bool
+	)
+	quiet.Stop()
+	defer quiet.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -147,6 +161,16 @@ func (s *Source) Start(ctx context.Context) error {
 					_ = s.watchTree(w)
 				}
 			}
+			if !pending {
+				pending, first = true, time.Now()
+			}
+			wait := settleQuiet
+			if left := settleMax - time.Since(first); left < wait {
+				wait = max(left, 0)
+			}
+			quiet.Reset(wait)
+		case <-quiet.C:
+			pending = false
 			_ = s.Sync()
 		case err, ok := <-w.Errors:
 			if !ok {
@@ -156,6 +180,13 @@ func (s *Source) Start(ctx context.Context) error {
 		}
 	}
 }
+
+// How long the directory must be quiet before a sync, and the longest a
+// stream of writes can hold one off.
+const (
+	settleQuiet = 100 * time.Millisecond
+	settleMax   = time.Second
+)
 
 func (s *Source) watchTree(w *fsnotify.Watcher) error {
 	return filepath.WalkDir(s.dir, func(path string, d fs.DirEntry, err error) error {

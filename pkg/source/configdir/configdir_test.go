@@ -288,3 +288,41 @@ func TestRewriteWithoutChangeIsNotAnEvent(t *testing.T) {
 	default:
 	}
 }
+
+// An editor that writes in place truncates the file first: the objects must
+// not disappear in between.
+func TestInPlaceWriteNeverDeletes(t *testing.T) {
+	f := newFixture(t, map[string]string{"vs.yaml": fmt.Sprintf(reviewsVS, "v1")})
+	f.start()
+	s := f.src.Store()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	deleted := make(chan struct{}, 1)
+	s.Subscribe(ctx, func(e store.Event) {
+		if e.Type == store.Deleted {
+			select {
+			case deleted <- struct{}{}:
+			default:
+			}
+		}
+	})
+	path := filepath.Join(f.dir, "vs.yaml")
+	for i := range 5 {
+		// Truncate, pause as a slow writer would, then write.
+		fh, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond) // the writer's own pace, not a wait for state
+		if _, err := fh.WriteString(fmt.Sprintf(reviewsVS, fmt.Sprintf("v%d", i+2))); err != nil {
+			t.Fatal(err)
+		}
+		fh.Close()
+	}
+	f.eventually("last write applied", func() bool { return subset(s) == "v6" })
+	select {
+	case <-deleted:
+		t.Fatal("an in-place write deleted the file's objects")
+	default:
+	}
+}
