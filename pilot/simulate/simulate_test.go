@@ -264,3 +264,26 @@ func TestRouting(t *testing.T) {
 		wantCluster(t, run(t, c, req("/api/x", nil)), reviewsV1)
 	})
 }
+
+// TestIngressGateway walks a request entering Bookinfo's ingress gateway
+// (a router proxy selected by examples/bookinfo/gateway.yaml's Gateway)
+// through the routes of the VirtualService bound to it.
+func TestIngressGateway(t *testing.T) {
+	c := sidecar(t, "gateway-http")
+	r := simulate.Request{Port: 8080, Authority: "bookinfo.example.com:8080", Path: "/productpage"}
+	res := run(t, c, r)
+	wantCluster(t, res, "outbound|9080||productpage.default.svc.cluster.local")
+	if res.Listener != "0.0.0.0_8080" || res.RouteConfig != "http.8080" {
+		t.Errorf("entered by listener %q, route %q; want 0.0.0.0_8080, http.8080", res.Listener, res.RouteConfig)
+	}
+	r.Path = "/reviews/1" // bound routes only: anything else finds no route
+	if res, err := c.Run(r); err == nil {
+		t.Errorf("%s reached %v, want no route", r.Path, res.Clusters)
+	}
+
+	// Of two VirtualServices bound to one Gateway, the older one's
+	// overlapping prefix wins.
+	c = sidecar(t, "gateway-overlapping-prefix")
+	wantCluster(t, run(t, c, simulate.Request{Port: 80, Authority: "shop.example.com", Path: "/api/v1/x"}),
+		"outbound|9080||productpage.default.svc.cluster.local")
+}

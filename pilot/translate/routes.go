@@ -55,6 +55,10 @@ type routeEnv struct {
 	onDrop func(what string)
 	// als says which listeners log to meshd; only listener builders read it.
 	als accessLogs
+	// gateways, for a router proxy, are the Gateways selecting it: matches
+	// naming gateways apply when they name one of these.
+	gateways []*gatewayEntry
+	router   bool
 }
 
 // drop logs why a part of a VirtualService is left out, and counts it.
@@ -111,6 +115,9 @@ func (env *routeEnv) httpRoute(e *vsEntry, h *networking.HTTPRoute, port int32) 
 	}
 	var out []*route.Route
 	for _, m := range matches {
+		if env.router && m != nil && !env.gatewayApplies(m.Gateways, e.vs.Namespace) {
+			continue
+		}
 		rm, err := env.routeMatch(m, port)
 		if errors.Is(err, errSkip) {
 			continue
@@ -173,7 +180,7 @@ func (env *routeEnv) routeMatch(m *networking.HTTPMatchRequest, port int32) (*ro
 	if len(m.SourceLabels) > 0 && !model.Selects(m.SourceLabels, env.labels) {
 		return nil, errSkip
 	}
-	if len(m.Gateways) > 0 && !meshBound(m.Gateways) {
+	if len(m.Gateways) > 0 && !env.router && !meshBound(m.Gateways) {
 		return nil, errSkip
 	}
 	if env.grpc && (len(m.QueryParams) > 0 || m.Method != nil || m.Authority != nil || m.Scheme != nil) {

@@ -37,6 +37,9 @@ type trafficIndex struct {
 	labelKeys []string
 	// byName holds every VirtualService by namespace/name, for delegates.
 	byName map[string]*vsEntry
+	// ordered holds every VirtualService, oldest first: gateways pick the
+	// ones bound to them from it.
+	ordered []*vsEntry
 	// als memoizes access-log decisions (Translator.accessLogsFor) for
 	// Telemetry version alsVersion.
 	als        map[string]accessLogs
@@ -130,6 +133,7 @@ func newTrafficIndex(snap *model.Snapshot) *trafficIndex {
 	for _, vs := range vss {
 		e := &vsEntry{vs: vs, spec: &vs.Spec, id: specID(vs.Namespace, vs.Name, &vs.Spec)}
 		idx.byName[vs.Namespace+"/"+vs.Name] = e
+		idx.ordered = append(idx.ordered, e)
 		if !meshBound(vs.Spec.Gateways) {
 			continue
 		}

@@ -30,6 +30,12 @@ import (
 // cluster generators read of Telemetry, so keying by it is exact; and a
 // Telemetry change also bumps ConfigVersion, rebuilding listeners.
 //
+// Router proxies (ingress gateways, see gateway.go) are keyed apart: their
+// listeners and routes come from the Gateways their labels select, so the
+// key holds those Gateways' ids (name and spec hash) instead of the
+// proxy's labels; their clusters and endpoints are the same per-service
+// pieces sidecars use. Sidecar keys are unchanged.
+//
 // Proxies with equal keys therefore share one built and serialized copy of
 // each resource. The Translator is safe for concurrent use.
 //
@@ -177,6 +183,10 @@ func (t *Translator) View(snap *model.Snapshot, p *model.Proxy) *View {
 	defer t.mu.Unlock()
 	grpc := p.Generator == model.GeneratorGRPC
 	v := &View{Snapshot: snap, Proxy: p, grpc: grpc, t: t}
+	if p.Type == model.Router && !grpc {
+		v.out = t.routerFor(snap, p)
+		return v
+	}
 	v.out = t.outboundFor(snap, p, grpc)
 	if !grpc {
 		v.inClusters, v.inListeners = t.inboundFor(snap, p)
