@@ -60,67 +60,24 @@ func (b *Builder) Build(prev *Snapshot, st *store.Store, ch *Changes) (*Snapshot
 	snap := &Snapshot{Version: b.next(), Options: b.opts}
 	delta := &Delta{Full: full, Endpoints: map[string]bool{}, Hosts: map[string]bool{}}
 
-	// Kubernetes Services.
-	snap.kube = map[string]*entry{}
+	// Kubernetes Services and ServiceEntries: rebuilt whole, or only those
+	// the changes name or whose selected workloads changed.
 	if full {
+		snap.kube = map[string]*entry{}
 		for _, svc := range st.Services.List("") {
 			snap.kube[svc.Namespace+"/"+svc.Name] = b.kubeEntry(st, svc, nil)
 		}
-	} else {
-		for k, e := range prev.kube {
-			snap.kube[k] = e
-		}
-		dirty := map[string]bool{}
-		for k := range ch.services {
-			dirty[k] = true
-		}
-		for k := range ch.endpointsOf {
-			dirty[k] = true
-		}
-		for k, e := range prev.kube {
-			if len(e.services) > 0 && ch.workloadTouches(e.services[0].Namespace, e.services[0].Selector) {
-				dirty[k] = true
-			}
-		}
-		for k := range dirty {
-			ns, name, _ := strings.Cut(k, "/")
-			svc, ok := st.Services.Get(ns, name)
-			if !ok {
-				delete(snap.kube, k)
-				continue
-			}
-			snap.kube[k] = b.kubeEntry(st, svc, prev.kube[k])
-		}
-	}
-
-	// ServiceEntries.
-	snap.entries = map[string]*entry{}
-	if full {
+		snap.entries = map[string]*entry{}
 		for _, se := range st.ServiceEntries.List("") {
 			snap.entries[se.Namespace+"/"+se.Name] = b.serviceEntry(st, se, nil)
 		}
 	} else {
-		for k, e := range prev.entries {
-			snap.entries[k] = e
-		}
-		dirty := map[string]bool{}
-		for k := range ch.entries {
-			dirty[k] = true
-		}
-		for k, e := range prev.entries {
-			if len(e.services) > 0 && ch.workloadTouches(e.services[0].Namespace, e.services[0].Selector) {
-				dirty[k] = true
-			}
-		}
-		for k := range dirty {
-			ns, name, _ := strings.Cut(k, "/")
-			se, ok := st.ServiceEntries.Get(ns, name)
-			if !ok {
-				delete(snap.entries, k)
-				continue
-			}
-			snap.entries[k] = b.serviceEntry(st, se, prev.entries[k])
-		}
+		snap.kube = rebuildChanged(prev.kube, ch, st.Services.Get,
+			func(svc *corev1.Service, old *entry) *entry { return b.kubeEntry(st, svc, old) },
+			ch.services, ch.endpointsOf)
+		snap.entries = rebuildChanged(prev.entries, ch, st.ServiceEntries.Get,
+			func(se *networkingv1.ServiceEntry, old *entry) *entry { return b.serviceEntry(st, se, old) },
+			ch.entries)
 	}
 
 	b.assemble(prev, snap, delta)
@@ -622,6 +579,38 @@ func validOnly[T schema.Object](b *Builder, kind string, objs []T) []T {
 			continue
 		}
 		out = append(out, o)
+	}
+	return out
+}
+
+// rebuildChanged returns prev with the entries named in any of changed, or
+// whose selected workloads ch touches, rebuilt from the store by build (or
+// dropped when their object is gone); every other entry is reused as is.
+func rebuildChanged[T any](prev map[string]*entry, ch *Changes, get func(ns, name string) (T, bool),
+	build func(obj T, old *entry) *entry, changed ...map[string]bool) map[string]*entry {
+	out := make(map[string]*entry, len(prev))
+	for k, e := range prev {
+		out[k] = e
+	}
+	dirty := map[string]bool{}
+	for _, keys := range changed {
+		for k := range keys {
+			dirty[k] = true
+		}
+	}
+	for k, e := range prev {
+		if len(e.services) > 0 && ch.workloadTouches(e.services[0].Namespace, e.services[0].Selector) {
+			dirty[k] = true
+		}
+	}
+	for k := range dirty {
+		ns, name, _ := strings.Cut(k, "/")
+		obj, ok := get(ns, name)
+		if !ok {
+			delete(out, k)
+			continue
+		}
+		out[k] = build(obj, prev[k])
 	}
 	return out
 }
