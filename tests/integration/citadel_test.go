@@ -59,7 +59,6 @@ type citadelEnv struct {
 	t       *testing.T
 	cluster *framework.Cluster
 	meshNS  string // meshd's namespace: istio-ca-secret lives here
-	ns      string // the workloads' namespace
 	ca      *ca.CA
 	addr    string // TLS gRPC, 127.0.0.1:PORT
 	cancel  context.CancelFunc

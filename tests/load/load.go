@@ -7,14 +7,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"text/tabwriter"
 	"time"
 
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -23,8 +24,6 @@ import (
 // a run never waits forever.
 type Config struct {
 	Kubeconfig      string // API server the mesh is written to
-	XDSAddress      string // plaintext ADS address of the control plane
-	PID             int    // control plane's process, sampled from /proc (0: not sampled)
 	Services        int
 	Namespaces      int
 	VirtualServices int // services that also get a DestinationRule with subsets v1, v2
@@ -36,11 +35,42 @@ type Config struct {
 	Timeout         time.Duration // per scenario: how long to wait for convergence
 	MinMemAvailable int64         // bytes: stop cleanly when MemAvailable drops below
 	Keep            bool          // leave the mesh in the API server afterwards
-	// PprofURL is the control plane's debug address (http://host:port);
-	// with ProfileDir set, a CPU profile of the first ProfileFor of the
-	// scenarios and a heap profile after each are saved there.
-	PprofURL, ProfileDir string
-	ProfileFor           time.Duration
+	// CSRs certificates are requested in the CSR storm, of each key type,
+	// by CSRConcurrency workloads at once (CSRs < 0 skips the storm).
+	CSRs, CSRConcurrency int
+	// WebhookRate AdmissionReviews per second are sent for WebhookFor
+	// (WebhookRate < 0 skips the webhook load).
+	WebhookRate int
+	WebhookFor  time.Duration
+	// With ProfileDir set, a CPU profile of the first ProfileFor of the
+	// scenarios and a heap profile after each are saved in
+	// ProfileDir/TARGET, from the target's PprofURL.
+	ProfileDir string
+	ProfileFor time.Duration
+	// Progress, when set (a terminal), gets a live line while a scenario
+	// waits for convergence, instead of a log line every 5 s.
+	Progress io.Writer
+}
+
+// Target is one control plane under measurement: where its servers listen
+// and which process it is.
+type Target struct {
+	Name       string
+	XDSAddress string // plaintext ADS (15010)
+	CAAddress  string // TLS gRPC with IstioCertificateService (15012); "" skips the CSR storm
+	WebhookURL string // validating webhook, https://.../validate (15017); "" skips the webhook load
+	PprofURL   string // debug server with /debug/pprof (8080)
+	PID        int    // sampled from /proc for CPU and RSS (0: not sampled)
+}
+
+// Starter brings a target up on the API server and returns it with the
+// function that stops it. Run starts each target only when the previous
+// one has stopped: each is measured alone on the machine.
+type Starter func(ctx context.Context) (*Target, func(), error)
+
+// Running is a Starter for a control plane already running elsewhere.
+func Running(t Target) Starter {
+	return func(context.Context) (*Target, func(), error) { return &t, func() {}, nil }
 }
 
 // Defaults fills in zero fields.
@@ -54,6 +84,9 @@ func (c *Config) Defaults() {
 	def(&c.Proxies, 100)
 	def(&c.Namespaces, 4)
 	def(&c.ChurnRate, 10)
+	def(&c.CSRs, 1000)
+	def(&c.CSRConcurrency, 50)
+	def(&c.WebhookRate, 500)
 	if c.VirtualServices == 0 {
 		c.VirtualServices = max(1, c.Services/10)
 	}
@@ -65,6 +98,9 @@ func (c *Config) Defaults() {
 	}
 	if c.Timeout == 0 {
 		c.Timeout = 5 * time.Minute
+	}
+	if c.WebhookFor == 0 {
+		c.WebhookFor = 10 * time.Second
 	}
 	if c.ProfileFor == 0 {
 		c.ProfileFor = 30 * time.Second
@@ -89,7 +125,8 @@ type Scenario struct {
 	CPUSeconds float64 `json:"cpu_seconds"`
 	PeakRSSMB  float64 `json:"peak_rss_mb"`
 	WallSecs   float64 `json:"wall_seconds"`
-	Errors     int     `json:"proxy_errors"`
+	PerSec     float64 `json:"per_second,omitempty"` // CSR storm: certificates signed; webhook: reviews answered
+	Errors     int     `json:"errors"`               // proxies whose stream failed; requests that failed
 }
 
 // AllConverged reports whether every sample converged.
@@ -97,6 +134,7 @@ func (s Scenario) AllConverged() bool { return s.Samples > 0 && s.Converged == s
 
 // Report is a whole run.
 type Report struct {
+	Target          string     `json:"target"`
 	Services        int        `json:"services"`
 	Proxies         int        `json:"proxies"`
 	VirtualServices int        `json:"virtual_services"`
@@ -107,30 +145,27 @@ type Report struct {
 	Stopped         string     `json:"stopped,omitempty"` // why the run ended early
 }
 
-// Run writes the mesh, connects the proxies and runs cold start, config
-// change and endpoint churn in that order. It returns what it measured even
-// when it stops early (the error says why).
-func Run(ctx context.Context, log *slog.Logger, cfg Config) (*Report, error) {
+// Run writes the mesh into the API server once and measures each target
+// in turn on it, with the same seed: cold start, config change, endpoint
+// churn, CSR storm and webhook load. Between targets the mesh is put back
+// as it was written. It returns what it measured even when it stops early
+// (the error says why); a target that runs the machine short of memory is
+// stopped and the next one still runs.
+func Run(ctx context.Context, log *slog.Logger, cfg Config, targets ...Starter) ([]*Report, error) {
 	cfg.Defaults()
-	rep := &Report{Services: cfg.Services, Proxies: cfg.Proxies, VirtualServices: min(cfg.VirtualServices, cfg.Services), Seed: cfg.Seed, XDSAddress: cfg.XDSAddress}
 	rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
 	if err != nil {
-		return rep, fmt.Errorf("load kubeconfig %s: %w", cfg.Kubeconfig, err)
+		return nil, fmt.Errorf("load kubeconfig %s: %w", cfg.Kubeconfig, err)
 	}
 	rc.QPS, rc.Burst = 500, 1000 // writing the mesh must not be the slow part
 	kc, err := kubernetes.NewForConfig(rc)
 	if err != nil {
-		return rep, fmt.Errorf("kube client: %w", err)
+		return nil, fmt.Errorf("kube client: %w", err)
 	}
 	ic, err := istioclient.NewForConfig(rc)
 	if err != nil {
-		return rep, fmt.Errorf("istio client: %w", err)
+		return nil, fmt.Errorf("istio client: %w", err)
 	}
-
-	ctx, stop := context.WithCancelCause(ctx)
-	defer stop(nil)
-	mon := newMonitor(cfg.PID, cfg.MinMemAvailable, func(err error) { stop(err) })
-	go mon.run(ctx)
 
 	m := newMesh(cfg)
 	t0 := time.Now()
@@ -146,17 +181,67 @@ func Run(ctx context.Context, log *slog.Logger, cfg Config) (*Report, error) {
 		}()
 	}
 	if err != nil {
-		return rep, err
+		return nil, err
 	}
-	rep.MeshCreateSecs = time.Since(t0).Seconds()
+	created := time.Since(t0).Seconds()
 
-	prof := newProfiler(log, cfg.PprofURL, cfg.ProfileDir)
+	var reports []*Report
+	var errs []error
+	for i, start := range targets {
+		if i > 0 {
+			if err := m.reset(ctx, kc, ic, cfg); err != nil {
+				return reports, err
+			}
+		}
+		t, stop, err := start(ctx)
+		if err != nil {
+			return reports, errors.Join(append(errs, err)...)
+		}
+		r := &runner{log: log.With("target", t.Name), cfg: cfg, t: *t, m: m, kc: kc, ic: ic}
+		rep, err := r.measure(ctx)
+		stop()
+		rep.MeshCreateSecs = created
+		reports = append(reports, rep)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", t.Name, err))
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return reports, errors.Join(errs...)
+}
+
+// runner measures one target.
+type runner struct {
+	log *slog.Logger
+	cfg Config
+	t   Target
+	m   *mesh
+	kc  kubernetes.Interface
+	ic  istioclient.Interface
+}
+
+func (r *runner) measure(parent context.Context) (*Report, error) {
+	cfg, log, m, kc, ic := r.cfg, r.log, r.m, r.kc, r.ic
+	rep := &Report{Target: r.t.Name, Services: cfg.Services, Proxies: cfg.Proxies, VirtualServices: min(cfg.VirtualServices, cfg.Services), Seed: cfg.Seed, XDSAddress: r.t.XDSAddress}
+	ctx, stop := context.WithCancelCause(parent)
+	defer stop(nil)
+	mon := newMonitor(r.t.PID, cfg.MinMemAvailable, func(err error) { stop(err) })
+	go mon.run(ctx)
+
+	var profDir string
+	if cfg.ProfileDir != "" {
+		profDir = filepath.Join(cfg.ProfileDir, r.t.Name)
+	}
+	prof := newProfiler(log, r.t.PprofURL, profDir)
 	defer prof.wait()
 	hosts := m.hostIndex()
 	proxies := make([]*sidecar, cfg.Proxies)
 	pctx, cancelProxies := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	defer func() { cancelProxies(); wg.Wait() }()
+	disconnect := func() { cancelProxies(); wg.Wait() }
+	defer disconnect()
 	finish := func(err error) (*Report, error) {
 		if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
 			rep.Stopped = c.Error()
@@ -166,16 +251,16 @@ func Run(ctx context.Context, log *slog.Logger, cfg Config) (*Report, error) {
 	}
 
 	// Cold start: all proxies connect at once.
-	log.Info("cold start", "proxies", cfg.Proxies, "xds", cfg.XDSAddress)
+	log.Info("cold start", "proxies", cfg.Proxies, "xds", r.t.XDSAddress)
 	prof.startCPU(ctx, cfg.ProfileFor)
 	sc := mon.begin("cold start", proxies)
 	start := time.Now()
 	for i := range proxies {
 		proxies[i] = newSidecar(i, m, hosts)
 		wg.Add(1)
-		go func(p *sidecar) { defer wg.Done(); p.run(pctx, cfg.XDSAddress) }(proxies[i])
+		go func(p *sidecar) { defer wg.Done(); p.run(pctx, r.t.XDSAddress) }(proxies[i])
 	}
-	waitFor(ctx, log, "cold start", cfg.Timeout, len(proxies), func() int {
+	r.await(ctx, "cold start", len(proxies), func() int {
 		return countDone(proxies, func(p *sidecar) bool { return !p.fullAt.IsZero() })
 	})
 	lat := make([]time.Duration, 0, len(proxies))
@@ -196,7 +281,7 @@ func Run(ctx context.Context, log *slog.Logger, cfg Config) (*Report, error) {
 	// Config change: one VirtualService gets new weights; each proxy
 	// converges when it ACKs an RDS response carrying them.
 	if len(m.routed) > 0 {
-		weight := int32(11 + (cfg.Seed%39+39)%39) // 11..49: never the initial 50
+		weight := m.changedWeight()
 		for _, p := range proxies {
 			p.routeMarker.Store(uint32(weight))
 		}
@@ -204,17 +289,11 @@ func Run(ctx context.Context, log *slog.Logger, cfg Config) (*Report, error) {
 		s := m.services[i]
 		log.Info("config change", "virtualService", s.ns+"/"+s.name, "weight", weight)
 		sc := mon.begin("config change", proxies)
-		cur, err := ic.NetworkingV1().VirtualServices(s.ns).Get(ctx, s.name, metav1.GetOptions{})
-		if err != nil {
-			return finish(fmt.Errorf("get virtualservice %s/%s: %w", s.ns, s.name, err))
-		}
-		vs := m.virtualService(i, weight)
-		vs.ResourceVersion = cur.ResourceVersion
 		t0 := time.Now()
-		if _, err := ic.NetworkingV1().VirtualServices(s.ns).Update(ctx, vs, metav1.UpdateOptions{}); err != nil {
-			return finish(fmt.Errorf("update virtualservice %s/%s: %w", s.ns, s.name, err))
+		if err := m.putVirtualService(ctx, ic, i, weight); err != nil {
+			return finish(err)
 		}
-		waitFor(ctx, log, "config change", cfg.Timeout, len(proxies), func() int {
+		r.await(ctx, "config change", len(proxies), func() int {
 			return countDone(proxies, func(p *sidecar) bool { return !p.markerAck.IsZero() })
 		})
 		lat := lat[:0]
@@ -235,10 +314,7 @@ func Run(ctx context.Context, log *slog.Logger, cfg Config) (*Report, error) {
 
 	// Endpoint churn: ChurnRate updates per second, round robin over the
 	// services, each adding a marker endpoint that names its generation.
-	updates := max(1, int(float64(cfg.ChurnRate)*cfg.ChurnFor.Seconds()))
-	if updates > 0xffff {
-		updates = 0xffff
-	}
+	updates := cfg.churnUpdates()
 	log.Info("endpoint churn", "rate", cfg.ChurnRate, "for", cfg.ChurnFor, "updates", updates)
 	for _, p := range proxies {
 		p.endpointWatch.Store(true)
@@ -256,18 +332,7 @@ func Run(ctx context.Context, log *slog.Logger, cfg Config) (*Report, error) {
 		if churnErr != nil {
 			break
 		}
-		i := (gen - 1) % len(m.services)
-		s := m.services[i]
-		es := m.slice(i, gen)
-		cur, err := kc.DiscoveryV1().EndpointSlices(s.ns).Get(ctx, es.Name, metav1.GetOptions{})
-		if err == nil {
-			es.ResourceVersion = cur.ResourceVersion
-			written[gen] = time.Now()
-			_, err = kc.DiscoveryV1().EndpointSlices(s.ns).Update(ctx, es, metav1.UpdateOptions{})
-		}
-		if err != nil {
-			churnErr = fmt.Errorf("update endpointslice %s/%s: %w", s.ns, es.Name, err)
-		}
+		churnErr = m.putSlice(ctx, kc, (gen-1)%len(m.services), gen, func() { written[gen] = time.Now() })
 	}
 	tick.Stop()
 	if churnErr != nil {
@@ -284,7 +349,7 @@ func Run(ctx context.Context, log *slog.Logger, cfg Config) (*Report, error) {
 		}
 		return best, !best.IsZero()
 	}
-	waitFor(ctx, log, "endpoint churn", cfg.Timeout, len(proxies), func() int {
+	r.await(ctx, "endpoint churn", len(proxies), func() int {
 		return countDone(proxies, func(p *sidecar) bool {
 			for g := max(1, updates-len(m.services)+1); g <= updates; g++ {
 				if _, ok := converged(p, g); !ok {
@@ -307,7 +372,102 @@ func Run(ctx context.Context, log *slog.Logger, cfg Config) (*Report, error) {
 	rep.Scenarios = append(rep.Scenarios, sc.end(len(proxies)*updates, lat))
 	log.Info("endpoint churn done", "converged", len(lat), "of", len(proxies)*updates)
 	prof.heap(ctx, "endpoint churn")
+	if ctx.Err() != nil {
+		return finish(nil)
+	}
+	// The CA and the webhook are measured without proxies connected, so
+	// their figures do not depend on the mesh's size.
+	disconnect()
+
+	if err := r.caAndWebhook(ctx, mon, rep); err != nil {
+		return finish(err)
+	}
 	return finish(nil)
+}
+
+// caAndWebhook runs the CSR storm (one per key type) and the webhook load.
+func (r *runner) caAndWebhook(ctx context.Context, mon *monitor, rep *Report) error {
+	cfg, ns := r.cfg, r.m.namespaces[0]
+	if (r.t.CAAddress == "" || cfg.CSRs < 0) && (r.t.WebhookURL == "" || cfg.WebhookRate < 0) {
+		return nil
+	}
+	// Both control planes publish their root in every namespace; the
+	// webhook is served with the same certificate as the CA.
+	addr := r.t.CAAddress
+	if addr == "" {
+		u, err := url.Parse(r.t.WebhookURL)
+		if err != nil {
+			return fmt.Errorf("webhook URL %q: %w", r.t.WebhookURL, err)
+		}
+		addr = u.Host
+	}
+	pool, err := meshRoot(ctx, r.kc, ns, addr, 2*time.Minute)
+	if err != nil {
+		return err
+	}
+	if r.t.CAAddress != "" && cfg.CSRs > 0 {
+		token, err := workloadToken(ctx, r.kc, ns)
+		if err != nil {
+			return err
+		}
+		for _, kt := range []string{"ecdsa", "rsa"} {
+			req, err := newCSR(kt, "cluster.local", ns)
+			if err != nil {
+				return err
+			}
+			r.log.Info("csr storm", "key", req.name, "csrs", cfg.CSRs, "concurrency", cfg.CSRConcurrency)
+			sc := mon.begin(req.name, nil)
+			lat, err := csrStorm(ctx, r.t.CAAddress, pool, token, req, cfg.CSRs, cfg.CSRConcurrency)
+			s := sc.end(cfg.CSRs, lat)
+			s.PerSec = float64(len(lat)) / s.WallSecs
+			s.Errors = cfg.CSRs - len(lat)
+			rep.Scenarios = append(rep.Scenarios, s)
+			if err != nil {
+				r.log.Warn("csr storm: requests failed", "key", req.name, "failed", s.Errors, "first", err)
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+		}
+	}
+	if r.t.WebhookURL != "" && cfg.WebhookRate > 0 {
+		n := max(1, int(float64(cfg.WebhookRate)*cfg.WebhookFor.Seconds()))
+		r.log.Info("webhook load", "rate", cfg.WebhookRate, "for", cfg.WebhookFor)
+		sc := mon.begin("webhook", nil)
+		lat, err := webhookLoad(ctx, r.t.WebhookURL, pool, cfg.WebhookRate, cfg.WebhookFor)
+		s := sc.end(n, lat)
+		s.PerSec = float64(len(lat)) / s.WallSecs
+		s.Errors = n - len(lat)
+		rep.Scenarios = append(rep.Scenarios, s)
+		if err != nil {
+			r.log.Warn("webhook load: reviews failed", "failed", s.Errors, "first", err)
+		}
+	}
+	return nil
+}
+
+// await waits for done() to reach total within the scenario timeout,
+// showing progress on cfg.Progress (a live line) or in the log.
+func (r *runner) await(ctx context.Context, what string, total int, done func() int) bool {
+	if r.cfg.Progress == nil {
+		return waitFor(ctx, r.log, what, r.cfg.Timeout, total, done)
+	}
+	start, last := time.Now(), time.Time{}
+	ok := waitFor(ctx, nil, what, r.cfg.Timeout, total, func() int {
+		n := done()
+		if now := time.Now(); now.Sub(last) >= 250*time.Millisecond || n >= total {
+			last = now
+			fmt.Fprintf(r.cfg.Progress, "\r\033[K%s %s: %d/%d converged, %.0fs", r.t.Name, what, n, total, now.Sub(start).Seconds())
+		}
+		return n
+	})
+	fmt.Fprintln(r.cfg.Progress)
+	return ok
+}
+
+// churnUpdates is how many EndpointSlice updates the churn writes.
+func (c Config) churnUpdates() int {
+	return min(max(1, int(float64(c.ChurnRate)*c.ChurnFor.Seconds())), 0xffff)
 }
 
 func countDone(ps []*sidecar, done func(*sidecar) bool) int {
@@ -367,13 +527,13 @@ func summarize(s *Scenario, lat []time.Duration) {
 
 // WriteTable prints the report as one table.
 func (r *Report) WriteTable(w io.Writer) {
-	fmt.Fprintf(w, "meshload: %d services x %d proxies, %d VirtualServices, seed %d, xds %s (mesh written in %.1fs)\n",
-		r.Services, r.Proxies, r.VirtualServices, r.Seed, r.XDSAddress, r.MeshCreateSecs)
+	fmt.Fprintf(w, "%s: %d services x %d proxies, %d VirtualServices, seed %d, xds %s (mesh written in %.1fs)\n",
+		r.Target, r.Services, r.Proxies, r.VirtualServices, r.Seed, r.XDSAddress, r.MeshCreateSecs)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tconverged\tp50 ms\tp90 ms\tp99 ms\tmax ms\tMB recv\tKB/proxy\tCPU s\tpeak RSS MB\twall s\t")
+	fmt.Fprintln(tw, "scenario\tconverged\tp50 ms\tp90 ms\tp99 ms\tmax ms\tper s\tMB recv\tKB/proxy\tCPU s\tpeak RSS MB\twall s\t")
 	for _, s := range r.Scenarios {
-		fmt.Fprintf(tw, "%s\t%d/%d\t%.0f\t%.0f\t%.0f\t%.0f\t%.1f\t%.1f\t%.2f\t%.0f\t%.1f\t\n", s.Name, s.Converged, s.Samples,
-			s.P50ms, s.P90ms, s.P99ms, s.MaxMs, float64(s.Bytes)/1e6, float64(s.BytesProxy)/1e3, s.CPUSeconds, s.PeakRSSMB, s.WallSecs)
+		fmt.Fprintf(tw, "%s\t%d/%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.0f\t%.1f\t%.1f\t%.2f\t%.0f\t%.1f\t\n", s.Name, s.Converged, s.Samples,
+			s.P50ms, s.P90ms, s.P99ms, s.MaxMs, s.PerSec, float64(s.Bytes)/1e6, float64(s.BytesProxy)/1e3, s.CPUSeconds, s.PeakRSSMB, s.WallSecs)
 	}
 	tw.Flush()
 	if r.Stopped != "" {
@@ -381,9 +541,71 @@ func (r *Report) WriteTable(w io.Writer) {
 	}
 }
 
-// WriteJSON writes the report to path.
-func (r *Report) WriteJSON(path string) error {
-	b, err := json.MarshalIndent(r, "", "  ")
+// Ratio is one figure of one scenario, for two targets side by side.
+type Ratio struct {
+	Scenario string  `json:"scenario"`
+	Figure   string  `json:"figure"`
+	A        float64 `json:"a"`
+	B        float64 `json:"b"`
+	Ratio    float64 `json:"ratio"` // A / B; 0 when B is 0
+}
+
+// Ratios compares every figure of the scenarios both reports ran.
+func Ratios(a, b *Report) []Ratio {
+	var out []Ratio
+	for _, sa := range a.Scenarios {
+		i := slices.IndexFunc(b.Scenarios, func(s Scenario) bool { return s.Name == sa.Name })
+		if i < 0 {
+			continue
+		}
+		sb := b.Scenarios[i]
+		figs := []struct {
+			name string
+			a, b float64
+		}{
+			{"p50 ms", sa.P50ms, sb.P50ms}, {"p99 ms", sa.P99ms, sb.P99ms}, {"max ms", sa.MaxMs, sb.MaxMs},
+			{"per s", sa.PerSec, sb.PerSec}, {"MB sent", float64(sa.Bytes) / 1e6, float64(sb.Bytes) / 1e6},
+			{"CPU s", sa.CPUSeconds, sb.CPUSeconds}, {"peak RSS MB", sa.PeakRSSMB, sb.PeakRSSMB},
+		}
+		for _, f := range figs {
+			if f.a == 0 && f.b == 0 {
+				continue
+			}
+			r := Ratio{Scenario: sa.Name, Figure: f.name, A: f.a, B: f.b}
+			if f.b != 0 {
+				r.Ratio = f.a / f.b
+			}
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// WriteRatios prints a's figures over b's, scenario by scenario.
+func WriteRatios(w io.Writer, a, b *Report) {
+	fmt.Fprintf(w, "%s / %s (below 1: %s is lower)\n", a.Target, b.Target, a.Target)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "scenario\tfigure\t%s\t%s\tratio\t\n", a.Target, b.Target)
+	for _, r := range Ratios(a, b) {
+		ratio := "n/a"
+		if r.B != 0 {
+			ratio = fmt.Sprintf("%.3f", r.Ratio)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%.1f\t%s\t\n", r.Scenario, r.Figure, r.A, r.B, ratio)
+	}
+	tw.Flush()
+}
+
+// WriteJSON writes the reports (and, for two, their ratios) to path.
+func WriteJSON(path string, reports []*Report) error {
+	out := struct {
+		Reports []*Report `json:"reports"`
+		Ratios  []Ratio   `json:"ratios,omitempty"`
+	}{Reports: reports}
+	if len(reports) == 2 {
+		out.Ratios = Ratios(reports[0], reports[1])
+	}
+	b, err := json.MarshalIndent(out, "", "  ")
 	if err != nil {
 		return err
 	}

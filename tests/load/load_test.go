@@ -11,42 +11,81 @@ import (
 )
 
 // TestSmoke runs every scenario at 20 services x 20 proxies against a meshd
-// process and a real API server. It checks only that every proxy converged
-// in every scenario: times are measured, never asserted.
+// process and then upstream istiod on one real API server, as
+// `meshload --target meshd,istiod` does. It checks only that every proxy
+// converged and every CSR and review was answered, for both: times are
+// measured, never asserted.
 func TestSmoke(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	l, err := StartLocal(ctx, log)
+	api, err := StartAPIServer(ctx, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Stop()
-	rep, err := Run(ctx, log, Config{
-		Kubeconfig: l.Kubeconfig, XDSAddress: l.XDSAddress, PID: l.PID,
-		Services: 20, Proxies: 20, VirtualServices: 3, Seed: 7,
+	defer api.Stop()
+	start := func(name string) Starter {
+		return func(ctx context.Context) (*Target, func(), error) {
+			var p *Process
+			var err error
+			if name == TargetMeshd {
+				p, err = StartMeshd(ctx, log, api.Kubeconfig)
+			} else {
+				p, err = StartIstiod(ctx, log, api.Kubeconfig, nil)
+			}
+			if err != nil {
+				return nil, nil, err
+			}
+			t.Cleanup(func() {
+				if t.Failed() {
+					t.Logf("%s log (tail):\n%s", name, tail(p.Log(), 40))
+				}
+			})
+			return &p.Target, p.Stop, nil
+		}
+	}
+	reports, err := Run(ctx, log, Config{
+		Kubeconfig: api.Kubeconfig,
+		Services:   20, Proxies: 20, VirtualServices: 3, Seed: 7,
 		ChurnRate: 10, ChurnFor: 2 * time.Second, Timeout: 2 * time.Minute,
+		CSRs: 20, CSRConcurrency: 5, WebhookRate: 50, WebhookFor: time.Second,
 		// The smoke test must not stop on a busy CI machine; real runs keep the 2 GiB floor.
 		MinMemAvailable: 256 << 20,
-	})
-	if rep != nil {
+	}, start(TargetMeshd), start(TargetIstiod))
+	for _, r := range reports {
 		var b strings.Builder
-		rep.WriteTable(&b)
+		r.WriteTable(&b)
+		t.Log("\n" + b.String())
+	}
+	if len(reports) == 2 {
+		var b strings.Builder
+		WriteRatios(&b, reports[0], reports[1])
 		t.Log("\n" + b.String())
 	}
 	if err != nil {
-		t.Fatalf("run: %v\nmeshd log:\n%s", err, l.Log())
+		t.Fatalf("run: %v", err)
 	}
-	want := []string{"cold start", "config change", "endpoint churn"}
-	if len(rep.Scenarios) != len(want) {
-		t.Fatalf("ran %d scenarios, want %v", len(rep.Scenarios), want)
+	want := []string{"cold start", "config change", "endpoint churn", "csr ecdsa p256", "csr rsa 2048", "webhook"}
+	if len(reports) != 2 {
+		t.Fatalf("measured %d targets, want meshd and istiod", len(reports))
 	}
-	for i, s := range rep.Scenarios {
-		if s.Name != want[i] {
-			t.Errorf("scenario %d is %q, want %q", i, s.Name, want[i])
+	for _, rep := range reports {
+		if len(rep.Scenarios) != len(want) {
+			t.Errorf("%s: ran %d scenarios, want %v", rep.Target, len(rep.Scenarios), want)
+			continue
 		}
-		if !s.AllConverged() {
-			t.Errorf("%s: %d of %d proxies converged (%d stream errors)", s.Name, s.Converged, s.Samples, s.Errors)
+		for i, s := range rep.Scenarios {
+			if s.Name != want[i] {
+				t.Errorf("%s: scenario %d is %q, want %q", rep.Target, i, s.Name, want[i])
+			}
+			if !s.AllConverged() {
+				t.Errorf("%s: %s: %d of %d converged or answered (%d errors)", rep.Target, s.Name, s.Converged, s.Samples, s.Errors)
+			}
 		}
 	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }

@@ -28,6 +28,7 @@ const managedBy = "meshload"
 // carry a VirtualService and DestinationRule. It is a pure function of the
 // sizes and the seed, so two runs (or two targets) see the same mesh.
 type mesh struct {
+	seed       int64
 	namespaces []string
 	services   []svc
 	routed     []int // indices into services that have a VirtualService
@@ -43,7 +44,7 @@ func (s svc) host() string { return s.name + "." + s.ns + ".svc.cluster.local" }
 func newMesh(cfg Config) *mesh {
 	rng := rand.New(rand.NewPCG(uint64(cfg.Seed), 0x6d657368))
 	nns := min(cfg.Namespaces, cfg.Services)
-	m := &mesh{}
+	m := &mesh{seed: cfg.Seed}
 	for i := range nns {
 		m.namespaces = append(m.namespaces, fmt.Sprintf("%s-%d", cfg.NamespacePrefix, i))
 	}
@@ -181,4 +182,59 @@ func (m *mesh) hostIndex() map[string]int {
 		idx[s.host()] = i
 	}
 	return idx
+}
+
+// changedWeight is the config change's new v1 weight: 11..49, never the
+// 50 the mesh is written with.
+func (m *mesh) changedWeight() int32 { return int32(11 + (m.seed%39+39)%39) }
+
+// putVirtualService rewrites service i's VirtualService with weight for v1.
+func (m *mesh) putVirtualService(ctx context.Context, ic istioclient.Interface, i int, weight int32) error {
+	s := m.services[i]
+	cur, err := ic.NetworkingV1().VirtualServices(s.ns).Get(ctx, s.name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("get virtualservice %s/%s: %w", s.ns, s.name, err)
+	}
+	vs := m.virtualService(i, weight)
+	vs.ResourceVersion = cur.ResourceVersion
+	if _, err := ic.NetworkingV1().VirtualServices(s.ns).Update(ctx, vs, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("update virtualservice %s/%s: %w", s.ns, s.name, err)
+	}
+	return nil
+}
+
+// putSlice rewrites service i's EndpointSlice with the churn marker of
+// generation gen (0: none); writing is called just before the update is sent.
+func (m *mesh) putSlice(ctx context.Context, kc kubernetes.Interface, i, gen int, writing func()) error {
+	s := m.services[i]
+	es := m.slice(i, gen)
+	cur, err := kc.DiscoveryV1().EndpointSlices(s.ns).Get(ctx, es.Name, metav1.GetOptions{})
+	if err == nil {
+		es.ResourceVersion = cur.ResourceVersion
+		if writing != nil {
+			writing()
+		}
+		_, err = kc.DiscoveryV1().EndpointSlices(s.ns).Update(ctx, es, metav1.UpdateOptions{})
+	}
+	if err != nil {
+		return fmt.Errorf("update endpointslice %s/%s: %w", s.ns, es.Name, err)
+	}
+	return nil
+}
+
+// reset puts back what a measured run changed (the edited VirtualService,
+// the churned EndpointSlices), so the next target starts from the mesh as
+// written.
+func (m *mesh) reset(ctx context.Context, kc kubernetes.Interface, ic istioclient.Interface, cfg Config) error {
+	if len(m.routed) > 0 {
+		if err := m.putVirtualService(ctx, ic, m.routed[0], 50); err != nil {
+			return err
+		}
+	}
+	for i := range min(cfg.churnUpdates(), len(m.services)) {
+		if err := m.putSlice(ctx, kc, i, 0, nil); err != nil {
+			return err
+		}
+	}
+	return nil
 }

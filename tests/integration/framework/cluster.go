@@ -1,5 +1,3 @@
-//go:build integration
-
 // Package framework runs a real etcd and kube-apiserver on loopback for
 // meshd's integration tests, from the binaries hack/build-tools.sh builds,
 // with the Istio CRDs installed.

@@ -5,6 +5,7 @@ package framework
 import (
 	"bufio"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -266,4 +268,11 @@ func parseProcAddr(t *testing.T, s string) netip.AddrPort {
 	}
 	addr, _ := netip.AddrFromSlice(raw)
 	return netip.AddrPortFrom(addr, uint16(port))
+}
+
+// processGone reports whether no process with the given id, and no member of
+// the process group with that id, exists any more.
+func processGone(pid int) bool {
+	return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) &&
+		errors.Is(syscall.Kill(-pid, 0), syscall.ESRCH)
 }

@@ -1,10 +1,7 @@
-//go:build integration
-
 package framework
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -36,7 +33,7 @@ func startProcess(name, bin, logPath string, args []string) (*process, error) {
 	defer logFile.Close()
 
 	cmd := exec.Command(bin, args...)
-	cmd.Env = withoutProxy(os.Environ())
+	cmd.Env = WithoutProxy(os.Environ())
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -58,9 +55,9 @@ func startProcess(name, bin, logPath string, args []string) (*process, error) {
 	return p, nil
 }
 
-// withoutProxy drops proxy settings from env: a proxy would carry the API
+// WithoutProxy drops proxy settings from env: a proxy would carry the API
 // server's calls to Service IPs (webhooks) off the machine.
-func withoutProxy(env []string) []string {
+func WithoutProxy(env []string) []string {
 	out := env[:0:0]
 	for _, kv := range env {
 		name, _, _ := strings.Cut(kv, "=")
@@ -167,11 +164,4 @@ func spawner() {
 	for req := range spawnRequests {
 		req.result <- req.cmd.Start()
 	}
-}
-
-// processGone reports whether no process with the given id, and no member of
-// the process group with that id, exists any more.
-func processGone(pid int) bool {
-	return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) &&
-		errors.Is(syscall.Kill(-pid, 0), syscall.ESRCH)
 }

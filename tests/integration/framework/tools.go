@@ -1,5 +1,3 @@
-//go:build integration
-
 package framework
 
 import (
@@ -31,3 +29,6 @@ func findTool(dir, name string) (string, error) {
 	}
 	return path, nil
 }
+
+// FindTool returns the path of the named binary built by hack/build-tools.sh.
+func FindTool(name string) (string, error) { return findTool(ToolsDir(), name) }
