@@ -1,6 +1,6 @@
 // Command meshload measures an Istio-compatible control plane: it writes a
 // synthetic mesh into an API server, connects simulated Envoy sidecars over
-// SotW ADS, and reports cold-start, config-change and endpoint-churn
+// SotW or Delta ADS (and optionally proxyless gRPC clients), and reports cold-start, config-change and endpoint-churn
 // convergence with the control plane's CPU and memory. See BENCHMARKS.md.
 package main
 
@@ -37,6 +37,8 @@ func run(args []string) error {
 	fs.IntVar(&cfg.Namespaces, "namespaces", 4, "namespaces the services spread over")
 	fs.IntVar(&cfg.VirtualServices, "virtual-services", 0, "services with a VirtualService and a DestinationRule (default services/10)")
 	fs.IntVar(&cfg.Proxies, "proxies", 100, "simulated sidecars")
+	fs.StringVar(&cfg.XDS, "xds", "sotw", "protocol the sidecars speak: sotw (State of the World ADS) or delta (incremental ADS)")
+	fs.IntVar(&cfg.Proxyless, "proxyless", 0, "simulated proxyless gRPC clients, besides the sidecars")
 	fs.Int64Var(&cfg.Seed, "seed", 1, "seed of the mesh's shape")
 	fs.StringVar(&cfg.NamespacePrefix, "namespace-prefix", "meshload", "prefix of the namespaces the mesh is written to")
 	fs.IntVar(&cfg.ChurnRate, "churn-rate", 10, "endpoint churn: EndpointSlice updates per second")

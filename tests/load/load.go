@@ -29,6 +29,11 @@ type Config struct {
 	Namespaces      int
 	VirtualServices int // services that also get a DestinationRule with subsets v1, v2
 	Proxies         int
+	// XDS is the protocol the sidecars speak: "sotw" (default) or "delta".
+	XDS string
+	// Proxyless is how many proxyless gRPC clients connect besides the
+	// sidecars; they count in every scenario's convergence figures.
+	Proxyless       int
 	Seed            int64
 	NamespacePrefix string
 	ChurnRate       int           // EndpointSlice updates per second
@@ -56,6 +61,9 @@ func (c *Config) Defaults() {
 	def(&c.ChurnRate, 10)
 	if c.VirtualServices == 0 {
 		c.VirtualServices = max(1, c.Services/10)
+	}
+	if c.XDS == "" {
+		c.XDS = "sotw"
 	}
 	if c.NamespacePrefix == "" {
 		c.NamespacePrefix = "meshload"
@@ -99,6 +107,8 @@ func (s Scenario) AllConverged() bool { return s.Samples > 0 && s.Converged == s
 type Report struct {
 	Services        int        `json:"services"`
 	Proxies         int        `json:"proxies"`
+	XDS             string     `json:"xds"`
+	Proxyless       int        `json:"proxyless"`
 	VirtualServices int        `json:"virtual_services"`
 	Seed            int64      `json:"seed"`
 	XDSAddress      string     `json:"xds_address"`
@@ -112,7 +122,19 @@ type Report struct {
 // when it stops early (the error says why).
 func Run(ctx context.Context, log *slog.Logger, cfg Config) (*Report, error) {
 	cfg.Defaults()
-	rep := &Report{Services: cfg.Services, Proxies: cfg.Proxies, VirtualServices: min(cfg.VirtualServices, cfg.Services), Seed: cfg.Seed, XDSAddress: cfg.XDSAddress}
+	rep := &Report{Services: cfg.Services, Proxies: cfg.Proxies, XDS: cfg.XDS, Proxyless: cfg.Proxyless,
+		VirtualServices: min(cfg.VirtualServices, cfg.Services), Seed: cfg.Seed, XDSAddress: cfg.XDSAddress}
+	sidecarKind := sotwSidecar
+	switch cfg.XDS {
+	case "sotw":
+	case "delta":
+		sidecarKind = deltaSidecar
+	default:
+		return rep, fmt.Errorf("config XDS %q: want sotw or delta", cfg.XDS)
+	}
+	if cfg.Proxyless < 0 {
+		return rep, fmt.Errorf("config Proxyless %d: must not be negative", cfg.Proxyless)
+	}
 	rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
 	if err != nil {
 		return rep, fmt.Errorf("load kubeconfig %s: %w", cfg.Kubeconfig, err)
@@ -153,7 +175,7 @@ func Run(ctx context.Context, log *slog.Logger, cfg Config) (*Report, error) {
 	prof := newProfiler(log, cfg.PprofURL, cfg.ProfileDir)
 	defer prof.wait()
 	hosts := m.hostIndex()
-	proxies := make([]*sidecar, cfg.Proxies)
+	proxies := make([]*proxy, cfg.Proxies+cfg.Proxyless)
 	pctx, cancelProxies := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() { cancelProxies(); wg.Wait() }()
@@ -166,17 +188,21 @@ func Run(ctx context.Context, log *slog.Logger, cfg Config) (*Report, error) {
 	}
 
 	// Cold start: all proxies connect at once.
-	log.Info("cold start", "proxies", cfg.Proxies, "xds", cfg.XDSAddress)
+	log.Info("cold start", "proxies", cfg.Proxies, "proxyless", cfg.Proxyless, "protocol", cfg.XDS, "xds", cfg.XDSAddress)
 	prof.startCPU(ctx, cfg.ProfileFor)
 	sc := mon.begin("cold start", proxies)
 	start := time.Now()
 	for i := range proxies {
-		proxies[i] = newSidecar(i, m, hosts)
+		k := sidecarKind
+		if i >= cfg.Proxies {
+			k = proxyless
+		}
+		proxies[i] = newProxy(i, k, m, hosts)
 		wg.Add(1)
-		go func(p *sidecar) { defer wg.Done(); p.run(pctx, cfg.XDSAddress) }(proxies[i])
+		go func(p *proxy) { defer wg.Done(); p.run(pctx, cfg.XDSAddress) }(proxies[i])
 	}
 	waitFor(ctx, log, "cold start", cfg.Timeout, len(proxies), func() int {
-		return countDone(proxies, func(p *sidecar) bool { return !p.fullAt.IsZero() })
+		return countDone(proxies, func(p *proxy) bool { return !p.fullAt.IsZero() })
 	})
 	lat := make([]time.Duration, 0, len(proxies))
 	for _, p := range proxies {
@@ -215,7 +241,7 @@ func Run(ctx context.Context, log *slog.Logger, cfg Config) (*Report, error) {
 			return finish(fmt.Errorf("update virtualservice %s/%s: %w", s.ns, s.name, err))
 		}
 		waitFor(ctx, log, "config change", cfg.Timeout, len(proxies), func() int {
-			return countDone(proxies, func(p *sidecar) bool { return !p.markerAck.IsZero() })
+			return countDone(proxies, func(p *proxy) bool { return !p.markerAck.IsZero() })
 		})
 		lat := lat[:0]
 		for _, p := range proxies {
@@ -275,7 +301,18 @@ func Run(ctx context.Context, log *slog.Logger, cfg Config) (*Report, error) {
 	}
 	// A proxy has converged on update g once it ACKed EDS holding g or a
 	// later update of the same service (debouncing may skip g itself).
-	converged := func(p *sidecar, g int) (time.Time, bool) {
+	// Only updates of services a proxy watches count: a proxyless client
+	// never hears of the others.
+	svcOf := func(g int) int { return (g - 1) % len(m.services) }
+	samples := 0
+	for _, p := range proxies {
+		for g := 1; g <= updates; g++ {
+			if p.watches(svcOf(g)) {
+				samples++
+			}
+		}
+	}
+	converged := func(p *proxy, g int) (time.Time, bool) {
 		var best time.Time
 		for h := g; h <= updates; h += len(m.services) {
 			if t, ok := p.genAck[h]; ok && (best.IsZero() || t.Before(best)) {
@@ -285,8 +322,11 @@ func Run(ctx context.Context, log *slog.Logger, cfg Config) (*Report, error) {
 		return best, !best.IsZero()
 	}
 	waitFor(ctx, log, "endpoint churn", cfg.Timeout, len(proxies), func() int {
-		return countDone(proxies, func(p *sidecar) bool {
+		return countDone(proxies, func(p *proxy) bool {
 			for g := max(1, updates-len(m.services)+1); g <= updates; g++ {
+				if !p.watches(svcOf(g)) {
+					continue
+				}
 				if _, ok := converged(p, g); !ok {
 					return false
 				}
@@ -298,19 +338,22 @@ func Run(ctx context.Context, log *slog.Logger, cfg Config) (*Report, error) {
 	for _, p := range proxies {
 		p.mu.Lock()
 		for g := 1; g <= updates; g++ {
+			if !p.watches(svcOf(g)) {
+				continue
+			}
 			if t, ok := converged(p, g); ok {
 				lat = append(lat, max(0, t.Sub(written[g])))
 			}
 		}
 		p.mu.Unlock()
 	}
-	rep.Scenarios = append(rep.Scenarios, sc.end(len(proxies)*updates, lat))
-	log.Info("endpoint churn done", "converged", len(lat), "of", len(proxies)*updates)
+	rep.Scenarios = append(rep.Scenarios, sc.end(samples, lat))
+	log.Info("endpoint churn done", "converged", len(lat), "of", samples)
 	prof.heap(ctx, "endpoint churn")
 	return finish(nil)
 }
 
-func countDone(ps []*sidecar, done func(*sidecar) bool) int {
+func countDone(ps []*proxy, done func(*proxy) bool) int {
 	n := 0
 	for _, p := range ps {
 		p.mu.Lock()
@@ -367,8 +410,8 @@ func summarize(s *Scenario, lat []time.Duration) {
 
 // WriteTable prints the report as one table.
 func (r *Report) WriteTable(w io.Writer) {
-	fmt.Fprintf(w, "meshload: %d services x %d proxies, %d VirtualServices, seed %d, xds %s (mesh written in %.1fs)\n",
-		r.Services, r.Proxies, r.VirtualServices, r.Seed, r.XDSAddress, r.MeshCreateSecs)
+	fmt.Fprintf(w, "meshload: %d services x %d %s sidecars + %d proxyless gRPC, %d VirtualServices, seed %d, xds %s (mesh written in %.1fs)\n",
+		r.Services, r.Proxies, r.XDS, r.Proxyless, r.VirtualServices, r.Seed, r.XDSAddress, r.MeshCreateSecs)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "scenario\tconverged\tp50 ms\tp90 ms\tp99 ms\tmax ms\tMB recv\tKB/proxy\tCPU s\tpeak RSS MB\twall s\t")
 	for _, s := range r.Scenarios {
