@@ -1,9 +1,10 @@
 // Command meshload measures Istio-compatible control planes: it writes a
 // synthetic mesh into an API server, connects simulated Envoy sidecars over
-// ADS, and reports cold-start, config-change and endpoint-churn convergence,
-// a CSR storm and a webhook load, with each control plane's CPU and memory.
-// Given two targets (--target meshd,istiod) it measures them one after the
-// other on the same mesh and prints their ratios. See BENCHMARKS.md.
+// SotW or Delta ADS (and optionally proxyless gRPC clients), and reports
+// cold-start, config-change and endpoint-churn convergence, a CSR storm and
+// a webhook load, with each control plane's CPU and memory. Given two
+// targets (--target meshd,istiod) it measures them one after the other on
+// the same mesh and prints their ratios. See BENCHMARKS.md.
 package main
 
 import (
@@ -53,6 +54,8 @@ func run(args []string) error {
 	fs.IntVar(&cfg.Namespaces, "namespaces", 4, "namespaces the services spread over")
 	fs.IntVar(&cfg.VirtualServices, "virtual-services", 0, "services with a VirtualService and a DestinationRule (default services/10)")
 	fs.IntVar(&cfg.Proxies, "proxies", 100, "simulated sidecars")
+	fs.StringVar(&cfg.XDS, "xds", "sotw", "protocol the sidecars speak: sotw (State of the World ADS) or delta (incremental ADS)")
+	fs.IntVar(&cfg.Proxyless, "proxyless", 0, "simulated proxyless gRPC clients, besides the sidecars")
 	fs.Int64Var(&cfg.Seed, "seed", 1, "seed of the mesh's shape")
 	fs.StringVar(&cfg.NamespacePrefix, "namespace-prefix", "meshload", "prefix of the namespaces the mesh is written to")
 	fs.IntVar(&cfg.ChurnRate, "churn-rate", 10, "endpoint churn: EndpointSlice updates per second")

@@ -28,6 +28,11 @@ type Config struct {
 	Namespaces      int
 	VirtualServices int // services that also get a DestinationRule with subsets v1, v2
 	Proxies         int
+	// XDS is the protocol the sidecars speak: "sotw" (default) or "delta".
+	XDS string
+	// Proxyless is how many proxyless gRPC clients connect besides the
+	// sidecars; they count in every scenario's convergence figures.
+	Proxyless       int
 	Seed            int64
 	NamespacePrefix string
 	ChurnRate       int           // EndpointSlice updates per second
@@ -90,6 +95,9 @@ func (c *Config) Defaults() {
 	if c.VirtualServices == 0 {
 		c.VirtualServices = max(1, c.Services/10)
 	}
+	if c.XDS == "" {
+		c.XDS = "sotw"
+	}
 	if c.NamespacePrefix == "" {
 		c.NamespacePrefix = "meshload"
 	}
@@ -137,6 +145,8 @@ type Report struct {
 	Target          string     `json:"target"`
 	Services        int        `json:"services"`
 	Proxies         int        `json:"proxies"`
+	XDS             string     `json:"xds"`
+	Proxyless       int        `json:"proxyless"`
 	VirtualServices int        `json:"virtual_services"`
 	Seed            int64      `json:"seed"`
 	XDSAddress      string     `json:"xds_address"`
@@ -153,6 +163,12 @@ type Report struct {
 // stopped and the next one still runs.
 func Run(ctx context.Context, log *slog.Logger, cfg Config, targets ...Starter) ([]*Report, error) {
 	cfg.Defaults()
+	if cfg.XDS != "sotw" && cfg.XDS != "delta" {
+		return nil, fmt.Errorf("config XDS %q: want sotw or delta", cfg.XDS)
+	}
+	if cfg.Proxyless < 0 {
+		return nil, fmt.Errorf("config Proxyless %d: must not be negative", cfg.Proxyless)
+	}
 	rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
 	if err != nil {
 		return nil, fmt.Errorf("load kubeconfig %s: %w", cfg.Kubeconfig, err)
@@ -224,7 +240,12 @@ type runner struct {
 
 func (r *runner) measure(parent context.Context) (*Report, error) {
 	cfg, log, m, kc, ic := r.cfg, r.log, r.m, r.kc, r.ic
-	rep := &Report{Target: r.t.Name, Services: cfg.Services, Proxies: cfg.Proxies, VirtualServices: min(cfg.VirtualServices, cfg.Services), Seed: cfg.Seed, XDSAddress: r.t.XDSAddress}
+	rep := &Report{Target: r.t.Name, Services: cfg.Services, Proxies: cfg.Proxies, XDS: cfg.XDS, Proxyless: cfg.Proxyless,
+		VirtualServices: min(cfg.VirtualServices, cfg.Services), Seed: cfg.Seed, XDSAddress: r.t.XDSAddress}
+	sidecarKind := sotwSidecar
+	if cfg.XDS == "delta" {
+		sidecarKind = deltaSidecar
+	}
 	ctx, stop := context.WithCancelCause(parent)
 	defer stop(nil)
 	mon := newMonitor(r.t.PID, cfg.MinMemAvailable, func(err error) { stop(err) })
@@ -237,7 +258,7 @@ func (r *runner) measure(parent context.Context) (*Report, error) {
 	prof := newProfiler(log, r.t.PprofURL, profDir)
 	defer prof.wait()
 	hosts := m.hostIndex()
-	proxies := make([]*sidecar, cfg.Proxies)
+	proxies := make([]*proxy, cfg.Proxies+cfg.Proxyless)
 	pctx, cancelProxies := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	disconnect := func() { cancelProxies(); wg.Wait() }
@@ -251,17 +272,21 @@ func (r *runner) measure(parent context.Context) (*Report, error) {
 	}
 
 	// Cold start: all proxies connect at once.
-	log.Info("cold start", "proxies", cfg.Proxies, "xds", r.t.XDSAddress)
+	log.Info("cold start", "proxies", cfg.Proxies, "proxyless", cfg.Proxyless, "protocol", cfg.XDS, "xds", r.t.XDSAddress)
 	prof.startCPU(ctx, cfg.ProfileFor)
 	sc := mon.begin("cold start", proxies)
 	start := time.Now()
 	for i := range proxies {
-		proxies[i] = newSidecar(i, m, hosts)
+		k := sidecarKind
+		if i >= cfg.Proxies {
+			k = proxyless
+		}
+		proxies[i] = newProxy(i, k, m, hosts)
 		wg.Add(1)
-		go func(p *sidecar) { defer wg.Done(); p.run(pctx, r.t.XDSAddress) }(proxies[i])
+		go func(p *proxy) { defer wg.Done(); p.run(pctx, r.t.XDSAddress) }(proxies[i])
 	}
 	r.await(ctx, "cold start", len(proxies), func() int {
-		return countDone(proxies, func(p *sidecar) bool { return !p.fullAt.IsZero() })
+		return countDone(proxies, func(p *proxy) bool { return !p.fullAt.IsZero() })
 	})
 	lat := make([]time.Duration, 0, len(proxies))
 	for _, p := range proxies {
@@ -294,7 +319,7 @@ func (r *runner) measure(parent context.Context) (*Report, error) {
 			return finish(err)
 		}
 		r.await(ctx, "config change", len(proxies), func() int {
-			return countDone(proxies, func(p *sidecar) bool { return !p.markerAck.IsZero() })
+			return countDone(proxies, func(p *proxy) bool { return !p.markerAck.IsZero() })
 		})
 		lat := lat[:0]
 		for _, p := range proxies {
@@ -340,7 +365,18 @@ func (r *runner) measure(parent context.Context) (*Report, error) {
 	}
 	// A proxy has converged on update g once it ACKed EDS holding g or a
 	// later update of the same service (debouncing may skip g itself).
-	converged := func(p *sidecar, g int) (time.Time, bool) {
+	// Only updates of services a proxy watches count: a proxyless client
+	// never hears of the others.
+	svcOf := func(g int) int { return (g - 1) % len(m.services) }
+	samples := 0
+	for _, p := range proxies {
+		for g := 1; g <= updates; g++ {
+			if p.watches(svcOf(g)) {
+				samples++
+			}
+		}
+	}
+	converged := func(p *proxy, g int) (time.Time, bool) {
 		var best time.Time
 		for h := g; h <= updates; h += len(m.services) {
 			if t, ok := p.genAck[h]; ok && (best.IsZero() || t.Before(best)) {
@@ -350,8 +386,11 @@ func (r *runner) measure(parent context.Context) (*Report, error) {
 		return best, !best.IsZero()
 	}
 	r.await(ctx, "endpoint churn", len(proxies), func() int {
-		return countDone(proxies, func(p *sidecar) bool {
+		return countDone(proxies, func(p *proxy) bool {
 			for g := max(1, updates-len(m.services)+1); g <= updates; g++ {
+				if !p.watches(svcOf(g)) {
+					continue
+				}
 				if _, ok := converged(p, g); !ok {
 					return false
 				}
@@ -363,14 +402,17 @@ func (r *runner) measure(parent context.Context) (*Report, error) {
 	for _, p := range proxies {
 		p.mu.Lock()
 		for g := 1; g <= updates; g++ {
+			if !p.watches(svcOf(g)) {
+				continue
+			}
 			if t, ok := converged(p, g); ok {
 				lat = append(lat, max(0, t.Sub(written[g])))
 			}
 		}
 		p.mu.Unlock()
 	}
-	rep.Scenarios = append(rep.Scenarios, sc.end(len(proxies)*updates, lat))
-	log.Info("endpoint churn done", "converged", len(lat), "of", len(proxies)*updates)
+	rep.Scenarios = append(rep.Scenarios, sc.end(samples, lat))
+	log.Info("endpoint churn done", "converged", len(lat), "of", samples)
 	prof.heap(ctx, "endpoint churn")
 	if ctx.Err() != nil {
 		return finish(nil)
@@ -470,7 +512,7 @@ func (c Config) churnUpdates() int {
 	return min(max(1, int(float64(c.ChurnRate)*c.ChurnFor.Seconds())), 0xffff)
 }
 
-func countDone(ps []*sidecar, done func(*sidecar) bool) int {
+func countDone(ps []*proxy, done func(*proxy) bool) int {
 	n := 0
 	for _, p := range ps {
 		p.mu.Lock()
@@ -527,8 +569,8 @@ func summarize(s *Scenario, lat []time.Duration) {
 
 // WriteTable prints the report as one table.
 func (r *Report) WriteTable(w io.Writer) {
-	fmt.Fprintf(w, "%s: %d services x %d proxies, %d VirtualServices, seed %d, xds %s (mesh written in %.1fs)\n",
-		r.Target, r.Services, r.Proxies, r.VirtualServices, r.Seed, r.XDSAddress, r.MeshCreateSecs)
+	fmt.Fprintf(w, "%s: %d services x %d %s sidecars + %d proxyless gRPC, %d VirtualServices, seed %d, xds %s (mesh written in %.1fs)\n",
+		r.Target, r.Services, r.Proxies, r.XDS, r.Proxyless, r.VirtualServices, r.Seed, r.XDSAddress, r.MeshCreateSecs)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "scenario\tconverged\tp50 ms\tp90 ms\tp99 ms\tmax ms\tper s\tMB recv\tKB/proxy\tCPU s\tpeak RSS MB\twall s\t")
 	for _, s := range r.Scenarios {

@@ -10,11 +10,12 @@ import (
 	"time"
 )
 
-// TestSmoke runs every scenario at 20 services x 20 proxies against a meshd
-// process and then upstream istiod on one real API server, as
-// `meshload --target meshd,istiod` does. It checks only that every proxy
-// converged and every CSR and review was answered, for both: times are
-// measured, never asserted.
+// TestSmoke runs every scenario at 20 services x 20 SotW sidecars against a
+// meshd process and then upstream istiod on one real API server, as
+// `meshload --target meshd,istiod` does, then the xDS scenarios again
+// against meshd with 10 Delta sidecars and 3 proxyless gRPC clients. It
+// checks only that every client converged and every CSR and review was
+// answered: times are measured, never asserted.
 func TestSmoke(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
@@ -45,8 +46,8 @@ func TestSmoke(t *testing.T) {
 		}
 	}
 	reports, err := Run(ctx, log, Config{
-		Kubeconfig: api.Kubeconfig,
-		Services:   20, Proxies: 20, VirtualServices: 3, Seed: 7,
+		Kubeconfig: api.Kubeconfig, NamespacePrefix: "smoke-sotw",
+		Services: 20, Proxies: 20, VirtualServices: 3, Seed: 7,
 		ChurnRate: 10, ChurnFor: 2 * time.Second, Timeout: 2 * time.Minute,
 		CSRs: 20, CSRConcurrency: 5, WebhookRate: 50, WebhookFor: time.Second,
 		// The smoke test must not stop on a busy CI machine; real runs keep the 2 GiB floor.
@@ -65,10 +66,32 @@ func TestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatalf("run: %v", err)
 	}
-	want := []string{"cold start", "config change", "endpoint churn", "csr ecdsa p256", "csr rsa 2048", "webhook"}
 	if len(reports) != 2 {
 		t.Fatalf("measured %d targets, want meshd and istiod", len(reports))
 	}
+	allConverged(t, reports, "cold start", "config change", "endpoint churn", "csr ecdsa p256", "csr rsa 2048", "webhook")
+
+	reports, err = Run(ctx, log, Config{
+		Kubeconfig: api.Kubeconfig, NamespacePrefix: "smoke-delta",
+		Services: 10, Proxies: 10, XDS: "delta", Proxyless: 3, VirtualServices: 2, Seed: 7,
+		ChurnRate: 10, ChurnFor: 2 * time.Second, Timeout: 2 * time.Minute,
+		CSRs: -1, WebhookRate: -1, MinMemAvailable: 256 << 20,
+	}, start(TargetMeshd))
+	for _, r := range reports {
+		var b strings.Builder
+		r.WriteTable(&b)
+		t.Log("\n" + b.String())
+	}
+	if err != nil {
+		t.Fatalf("delta run: %v", err)
+	}
+	allConverged(t, reports, "cold start", "config change", "endpoint churn")
+}
+
+// allConverged checks that each report ran the scenarios named, in order,
+// and that every sample of each converged.
+func allConverged(t *testing.T, reports []*Report, want ...string) {
+	t.Helper()
 	for _, rep := range reports {
 		if len(rep.Scenarios) != len(want) {
 			t.Errorf("%s: ran %d scenarios, want %v", rep.Target, len(rep.Scenarios), want)
@@ -79,7 +102,7 @@ func TestSmoke(t *testing.T) {
 				t.Errorf("%s: scenario %d is %q, want %q", rep.Target, i, s.Name, want[i])
 			}
 			if !s.AllConverged() {
-				t.Errorf("%s: %s: %d of %d converged or answered (%d errors)", rep.Target, s.Name, s.Converged, s.Samples, s.Errors)
+				t.Errorf("%s %s: %s: %d of %d converged or answered (%d errors)", rep.Target, rep.XDS, s.Name, s.Converged, s.Samples, s.Errors)
 			}
 		}
 	}

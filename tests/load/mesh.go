@@ -1,6 +1,7 @@
 // Package load is meshload's engine: it writes a synthetic mesh into a real
-// API server, connects simulated Envoy sidecars to an Istio-compatible
-// control plane over SotW ADS, and measures how fast config reaches them.
+// API server, connects simulated Envoy sidecars (SotW or Delta ADS) and
+// proxyless gRPC clients to an Istio-compatible control plane, and
+// measures how fast config reaches them.
 package load
 
 import (

@@ -67,12 +67,12 @@ type span struct {
 	start   time.Time
 	cpu0    float64
 	bytes0  []int64
-	proxies []*sidecar
+	proxies []*proxy
 }
 
 // begin starts measuring a scenario over proxies (which may still be nil:
 // cold start creates them after).
-func (m *monitor) begin(name string, proxies []*sidecar) *span {
+func (m *monitor) begin(name string, proxies []*proxy) *span {
 	s := &span{m: m, name: name, start: time.Now(), proxies: proxies}
 	if m.pid != 0 {
 		s.cpu0, _ = procCPU(m.pid)

@@ -3,7 +3,7 @@ package load
 import (
 	"context"
 	"fmt"
-	"strings"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,10 +18,11 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
-// Envoy's v3 type URLs; the simulated sidecars speak only these.
+// Envoy's v3 type URLs; the simulated clients speak only these.
 const (
 	clusterType  = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 	listenerType = "type.googleapis.com/envoy.config.listener.v3.Listener"
@@ -29,13 +30,38 @@ const (
 	endpointType = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 )
 
-// sidecar is one simulated Envoy on its own connection and SotW ADS stream.
+// kind is what a simulated client plays.
+type kind int
+
+const (
+	sotwSidecar  kind = iota // Envoy over State-of-the-World ADS
+	deltaSidecar             // Envoy over incremental (Delta) ADS
+	proxyless                // grpc-go's xDS resolver, SotW ADS
+)
+
+func (k kind) String() string {
+	switch k {
+	case deltaSidecar:
+		return "delta sidecar"
+	case proxyless:
+		return "proxyless gRPC"
+	}
+	return "sidecar"
+}
+
+// proxy is one simulated xDS client on its own connection and ADS stream.
 // The stream goroutine writes its fields; the scenario reads them through
 // the mutex or the atomics.
-type sidecar struct {
+type proxy struct {
 	id    int
+	kind  kind
 	mesh  *mesh
 	hosts map[string]int
+	// targets are the services a proxyless client dials (nil for
+	// sidecars, which hold every service); watched those of them whose
+	// endpoint churn reaches it.
+	targets []int
+	watched map[int]bool
 
 	bytes atomic.Int64 // serialized size of every response received
 	err   atomic.Pointer[error]
@@ -45,32 +71,55 @@ type sidecar struct {
 	routeMarker   atomic.Uint32
 	endpointWatch atomic.Bool
 
-	mu                         sync.Mutex
-	fullAt                     time.Time         // first time it had ACKed a full config
-	markerAck                  time.Time         // ACK time of the first RDS response holding routeMarker
-	genAck                     map[int]time.Time // churn generation -> ACK time of the first EDS holding it
-	cdsFull, edsFull, lds, rds bool
+	mu        sync.Mutex
+	fullAt    time.Time         // first time it had ACKed a full config
+	markerAck time.Time         // ACK time of the first RDS response that left it holding routeMarker
+	genAck    map[int]time.Time // churn generation -> ACK time of the first EDS holding it
 }
 
-func newSidecar(id int, m *mesh, hosts map[string]int) *sidecar {
-	return &sidecar{id: id, mesh: m, hosts: hosts, genAck: map[int]time.Time{}}
+func newProxy(id int, k kind, m *mesh, hosts map[string]int) *proxy {
+	p := &proxy{id: id, kind: k, mesh: m, hosts: hosts, genAck: map[int]time.Time{}}
+	if k == proxyless {
+		p.targets = m.grpcTargets(id, 4)
+		p.watched = map[int]bool{}
+		for _, i := range p.targets {
+			// A routed target's routes name only subset clusters, whose
+			// endpoints are picked by pod labels; the churn's marker
+			// endpoints carry none, so they never reach this client.
+			if !slices.Contains(m.routed, i) {
+				p.watched[i] = true
+			}
+		}
+	}
+	return p
 }
 
-func (p *sidecar) node() *core.Node {
+// watches reports whether endpoint churn of service i reaches the proxy:
+// sidecars hold every service's endpoints, proxyless clients only those
+// of their targets.
+func (p *proxy) watches(i int) bool { return p.kind != proxyless || p.watched[i] }
+
+func (p *proxy) node() *core.Node {
 	s := p.mesh.services[p.id%len(p.mesh.services)]
 	version := "v1"
 	if p.id%2 == 1 {
 		version = "v2"
 	}
 	pod := fmt.Sprintf("%s-%d", s.name, p.id)
-	meta, _ := structpb.NewStruct(map[string]any{
+	md := map[string]any{
 		"NAMESPACE":       s.ns,
 		"SERVICE_ACCOUNT": "default",
 		"CLUSTER_ID":      "Kubernetes",
 		"LABELS":          map[string]any{"app": s.name, "version": version},
 		"NAME":            pod,
 		"ISTIO_VERSION":   "1.28.0",
-	})
+	}
+	if p.kind == proxyless {
+		// What Istio's gRPC bootstrap writes: istiod picks the gRPC
+		// generator by it.
+		md["GENERATOR"] = "grpc"
+	}
+	meta, _ := structpb.NewStruct(md)
 	return &core.Node{
 		Id:       fmt.Sprintf("sidecar~%s~%s.%s~%s.svc.cluster.local", proxyIP(p.id), pod, s.ns, s.ns),
 		Cluster:  s.name + "." + s.ns,
@@ -78,140 +127,135 @@ func (p *sidecar) node() *core.Node {
 	}
 }
 
-// run dials addr and plays Envoy until ctx ends: wildcard CDS and LDS, then
-// EDS for the clusters CDS names and RDS for the routes LDS names, re-sent
-// whenever those name sets change; every response is ACKed.
-func (p *sidecar) run(ctx context.Context, addr string) {
-	err := p.stream(ctx, addr)
+// run dials addr and plays its kind of client until ctx ends.
+func (p *proxy) run(ctx context.Context, addr string) {
+	err := p.dial(ctx, addr)
 	if err != nil && ctx.Err() == nil {
 		p.err.Store(&err)
 	}
 }
 
-func (p *sidecar) stream(ctx context.Context, addr string) error {
+func (p *proxy) dial(ctx context.Context, addr string) error {
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30)))
 	if err != nil {
-		return fmt.Errorf("proxy %d: dial %s: %w", p.id, addr, err)
+		return fmt.Errorf("%s %d: dial %s: %w", p.kind, p.id, addr, err)
 	}
 	defer cc.Close()
-	st, err := discovery.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+	ads := discovery.NewAggregatedDiscoveryServiceClient(cc)
+	switch p.kind {
+	case deltaSidecar:
+		err = p.delta(ctx, ads)
+	case proxyless:
+		err = p.grpcClient(ctx, ads)
+	default:
+		err = p.sotw(ctx, ads)
+	}
 	if err != nil {
-		return fmt.Errorf("proxy %d: open ADS stream: %w", p.id, err)
+		return fmt.Errorf("%s %d: %w", p.kind, p.id, err)
+	}
+	return nil
+}
+
+// acked records, after an ACK of a typ response was sent, what the proxy
+// holds: times are taken after the ACK because that is what the control
+// plane sees as convergence.
+func (p *proxy) acked(typ string, f *facts, full bool, gens []int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	if typ == routeType && f.markers > 0 && p.markerAck.IsZero() {
+		p.markerAck = now
+	}
+	// A generation first becomes held when a load assignment carrying it
+	// is added or updated, so the updated ones are all there is to scan.
+	for _, g := range gens {
+		if _, ok := p.genAck[g]; !ok {
+			p.genAck[g] = now
+		}
+	}
+	if full && p.fullAt.IsZero() {
+		p.fullAt = now
+	}
+}
+
+// sotw plays Envoy over SotW ADS: wildcard CDS and LDS, then EDS for the
+// clusters CDS names and RDS for the routes LDS names, re-sent whenever
+// those name sets change; every response is ACKed. A CDS or LDS response
+// replaces the whole set; an EDS or RDS one replaces the resources it names.
+func (p *proxy) sotw(ctx context.Context, ads discovery.AggregatedDiscoveryServiceClient) error {
+	st, err := ads.StreamAggregatedResources(ctx)
+	if err != nil {
+		return fmt.Errorf("open ADS stream: %w", err)
 	}
 	if err := st.Send(&discovery.DiscoveryRequest{Node: p.node(), TypeUrl: clusterType}); err != nil {
-		return fmt.Errorf("proxy %d: request CDS: %w", p.id, err)
+		return fmt.Errorf("request CDS: %w", err)
 	}
 	if err := st.Send(&discovery.DiscoveryRequest{TypeUrl: listenerType}); err != nil {
-		return fmt.Errorf("proxy %d: request LDS: %w", p.id, err)
+		return fmt.Errorf("request LDS: %w", err)
 	}
+	f := newFacts(p.hosts)
+	lds := false
 	names := map[string][]string{}
 	for {
 		r, err := st.Recv()
 		if err != nil {
-			return fmt.Errorf("proxy %d: receive: %w", p.id, err)
+			return fmt.Errorf("receive: %w", err)
 		}
 		p.bytes.Add(int64(proto.Size(r)))
-		var ack func()
+		var gens []int
 		switch r.TypeUrl {
 		case clusterType:
-			eds, full := p.clusters(r)
+			f.clearClusters()
+			var eds []string
+			for _, a := range r.Resources {
+				if name := field1(a.Value); f.putCluster(name) {
+					eds = append(eds, name)
+				}
+			}
 			if !sameNames(eds, names[endpointType]) {
 				names[endpointType] = eds
+				f.keepCLAs(eds)
 				if err := st.Send(&discovery.DiscoveryRequest{TypeUrl: endpointType, ResourceNames: eds}); err != nil {
-					return fmt.Errorf("proxy %d: request EDS: %w", p.id, err)
+					return fmt.Errorf("request EDS: %w", err)
 				}
 			}
-			ack = func() { p.cdsFull = full }
 		case listenerType:
-			routes := routeNames(r)
-			if !sameNames(routes, names[routeType]) {
-				names[routeType] = routes
-				if err := st.Send(&discovery.DiscoveryRequest{TypeUrl: routeType, ResourceNames: routes}); err != nil {
-					return fmt.Errorf("proxy %d: request RDS: %w", p.id, err)
+			clear(f.listeners)
+			for _, a := range r.Resources {
+				var l listener.Listener
+				if a.UnmarshalTo(&l) == nil {
+					f.putListener(l.Name, listenerRoutes(&l))
 				}
 			}
-			ack = func() { p.lds = true }
-		case endpointType:
-			full := p.countHosts(r) >= len(p.mesh.services)
-			var gens []int
-			if p.endpointWatch.Load() {
-				gens = markerGens(r)
+			if routes := f.routeNames(); !sameNames(routes, names[routeType]) {
+				names[routeType] = routes
+				f.keepRoutes(routes)
+				if err := st.Send(&discovery.DiscoveryRequest{TypeUrl: routeType, ResourceNames: routes}); err != nil {
+					return fmt.Errorf("request RDS: %w", err)
+				}
 			}
-			ack = func() {
-				p.edsFull = p.edsFull || full
-				now := time.Now()
-				for _, g := range gens {
-					if _, ok := p.genAck[g]; !ok {
-						p.genAck[g] = now
-					}
+			lds = true
+		case endpointType:
+			watch := p.endpointWatch.Load()
+			for _, a := range r.Resources {
+				f.putCLA(field1(a.Value))
+				if watch {
+					gens = append(gens, claGens(a.Value)...)
 				}
 			}
 		case routeType:
-			hit := false
-			if w := p.routeMarker.Load(); w != 0 {
-				hit = hasWeight(r, w)
-			}
-			ack = func() {
-				p.rds = true
-				if hit && p.markerAck.IsZero() {
-					p.markerAck = time.Now()
-				}
+			w := p.routeMarker.Load()
+			for _, a := range r.Resources {
+				f.putRoute(field1(a.Value), w != 0 && routeHasWeight(a.Value, w))
 			}
 		}
 		if err := st.Send(&discovery.DiscoveryRequest{TypeUrl: r.TypeUrl, VersionInfo: r.VersionInfo,
 			ResponseNonce: r.Nonce, ResourceNames: names[r.TypeUrl]}); err != nil {
-			return fmt.Errorf("proxy %d: ACK %s: %w", p.id, r.TypeUrl, err)
+			return fmt.Errorf("ACK %s: %w", r.TypeUrl, err)
 		}
-		// Times are taken after the ACK is sent: that is what the
-		// control plane sees as convergence.
-		p.mu.Lock()
-		if ack != nil {
-			ack()
-		}
-		if p.fullAt.IsZero() && p.cdsFull && p.edsFull && p.lds && p.rds {
-			p.fullAt = time.Now()
-		}
-		p.mu.Unlock()
+		p.acked(r.TypeUrl, f, f.sidecarFull(lds), gens)
 	}
-}
-
-// clusters returns the EDS cluster names in a CDS response and whether it
-// covers every service of the mesh. It reads only each Cluster's name
-// (field 1): decoding thousands of clusters per proxy would make the load
-// client, not the control plane, the bottleneck.
-func (p *sidecar) clusters(r *discovery.DiscoveryResponse) ([]string, bool) {
-	var eds []string
-	seen := map[int]bool{}
-	for _, a := range r.Resources {
-		name := field1(a.Value)
-		if i, ok := p.outboundHost(name); ok {
-			eds = append(eds, name)
-			seen[i] = true
-		}
-	}
-	return eds, len(seen) >= len(p.mesh.services)
-}
-
-// outboundHost parses Istio's "outbound|port|subset|host" cluster name and
-// reports the mesh service it names.
-func (p *sidecar) outboundHost(name string) (int, bool) {
-	parts := strings.Split(name, "|")
-	if len(parts) != 4 || parts[0] != "outbound" {
-		return 0, false
-	}
-	i, ok := p.hosts[parts[3]]
-	return i, ok
-}
-
-func (p *sidecar) countHosts(r *discovery.DiscoveryResponse) int {
-	seen := map[int]bool{}
-	for _, a := range r.Resources {
-		if i, ok := p.outboundHost(field1(a.Value)); ok {
-			seen[i] = true
-		}
-	}
-	return len(seen)
 }
 
 // field1 returns field 1 (the name in Cluster and ClusterLoadAssignment)
@@ -239,63 +283,63 @@ func field1(b []byte) string {
 	return ""
 }
 
-func routeNames(r *discovery.DiscoveryResponse) []string {
+// listenerRoutes returns the RDS route names a listener's HTTP connection
+// managers use, in its filter chains or (proxyless) its API listener.
+func listenerRoutes(l *listener.Listener) []string {
 	var routes []string
-	seen := map[string]bool{}
-	for _, a := range r.Resources {
-		var l listener.Listener
-		if a.UnmarshalTo(&l) != nil {
-			continue
-		}
-		for _, fc := range l.FilterChains {
-			for _, f := range fc.Filters {
-				var h hcm.HttpConnectionManager
-				if f.GetTypedConfig().UnmarshalTo(&h) == nil && h.GetRds() != nil {
-					if n := h.GetRds().GetRouteConfigName(); !seen[n] {
-						seen[n] = true
-						routes = append(routes, n)
-					}
-				}
+	add := func(a *anypb.Any) {
+		var h hcm.HttpConnectionManager
+		if a.UnmarshalTo(&h) == nil && h.GetRds() != nil {
+			if n := h.GetRds().GetRouteConfigName(); !slices.Contains(routes, n) {
+				routes = append(routes, n)
 			}
 		}
+	}
+	for _, fc := range l.FilterChains {
+		for _, f := range fc.Filters {
+			if tc := f.GetTypedConfig(); tc != nil {
+				add(tc)
+			}
+		}
+	}
+	if a := l.GetApiListener().GetApiListener(); a != nil {
+		add(a)
 	}
 	return routes
 }
 
-// markerGens returns the churn generations (198.19.x.y endpoints) in an EDS response.
-func markerGens(r *discovery.DiscoveryResponse) []int {
+// claGens returns the churn generations (198.19.x.y endpoints) in a
+// serialized ClusterLoadAssignment.
+func claGens(b []byte) []int {
+	var cla endpoint.ClusterLoadAssignment
+	if proto.Unmarshal(b, &cla) != nil {
+		return nil
+	}
 	var gens []int
-	for _, a := range r.Resources {
-		var cla endpoint.ClusterLoadAssignment
-		if a.UnmarshalTo(&cla) != nil {
-			continue
-		}
-		for _, le := range cla.Endpoints {
-			for _, e := range le.LbEndpoints {
-				ip := e.GetEndpoint().GetAddress().GetSocketAddress().GetAddress()
-				var x, y int
-				if _, err := fmt.Sscanf(ip, "198.19.%d.%d", &x, &y); err == nil {
-					gens = append(gens, x<<8|y)
-				}
+	for _, le := range cla.Endpoints {
+		for _, e := range le.LbEndpoints {
+			ip := e.GetEndpoint().GetAddress().GetSocketAddress().GetAddress()
+			var x, y int
+			if _, err := fmt.Sscanf(ip, "198.19.%d.%d", &x, &y); err == nil {
+				gens = append(gens, x<<8|y)
 			}
 		}
 	}
 	return gens
 }
 
-// hasWeight reports whether any weighted route in an RDS response carries weight w.
-func hasWeight(r *discovery.DiscoveryResponse, w uint32) bool {
-	for _, a := range r.Resources {
-		var rc route.RouteConfiguration
-		if a.UnmarshalTo(&rc) != nil {
-			continue
-		}
-		for _, vh := range rc.VirtualHosts {
-			for _, rt := range vh.Routes {
-				for _, c := range rt.GetRoute().GetWeightedClusters().GetClusters() {
-					if c.GetWeight().GetValue() == w {
-						return true
-					}
+// routeHasWeight reports whether any weighted route in a serialized
+// RouteConfiguration carries weight w.
+func routeHasWeight(b []byte, w uint32) bool {
+	var rc route.RouteConfiguration
+	if proto.Unmarshal(b, &rc) != nil {
+		return false
+	}
+	for _, vh := range rc.VirtualHosts {
+		for _, rt := range vh.Routes {
+			for _, c := range rt.GetRoute().GetWeightedClusters().GetClusters() {
+				if c.GetWeight().GetValue() == w {
+					return true
 				}
 			}
 		}

@@ -6,7 +6,6 @@ import (
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -25,7 +24,7 @@ func TestMeshIsDeterministic(t *testing.T) {
 
 func TestSidecarNodeAndClusterNames(t *testing.T) {
 	m := newMesh(Config{Services: 3, Namespaces: 2, VirtualServices: 1, NamespacePrefix: "ml"})
-	p := newSidecar(4, m, m.hostIndex())
+	p := newProxy(4, sotwSidecar, m, m.hostIndex())
 	n := p.node()
 	if want := "sidecar~198.18.128.5~svc-1-4.ml-1~ml-1.svc.cluster.local"; n.Id != want {
 		t.Errorf("node ID %q, want %q", n.Id, want)
@@ -50,12 +49,14 @@ func TestSidecarNodeAndClusterNames(t *testing.T) {
 	if got := field1(a.Value); got != cla.ClusterName {
 		t.Errorf("field1 = %q, want %q", got, cla.ClusterName)
 	}
-	r := &discovery.DiscoveryResponse{Resources: []*anypb.Any{a}}
-	if got := p.countHosts(r); got != 1 {
-		t.Errorf("countHosts = %d, want 1", got)
+	f := newFacts(p.hosts)
+	f.putCLA(field1(a.Value))
+	f.putCLA("outbound|80||elsewhere.example.com")
+	if f.edsHosts != 1 {
+		t.Errorf("load assignments cover %d mesh services, want 1", f.edsHosts)
 	}
-	if gens := markerGens(r); len(gens) != 1 || gens[0] != 300 {
-		t.Errorf("markerGens = %v, want [300]", gens)
+	if gens := claGens(a.Value); len(gens) != 1 || gens[0] != 300 {
+		t.Errorf("claGens = %v, want [300]", gens)
 	}
 }
 
