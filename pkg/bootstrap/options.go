@@ -87,7 +87,10 @@ func (o *Options) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.WebhookAddr, "webhook-address", "", "HTTPS admission webhook address (default :15017)")
 	fs.StringVar(&o.MonitoringAddr, "monitoring-address", "", "Prometheus /metrics address (default :15014)")
 	fs.StringVar(&o.DebugAddr, "debug-address", "", "debug HTTP address: /ready, /debug/* (default :8080)")
-	fs.DurationVar(&o.DebounceAfter, "debounce-after", 100*time.Millisecond, "quiet period after a config change before pushing")
+	// istiod waits 100ms (PILOT_DEBOUNCE_AFTER) because each push rebuilds
+	// every proxy's config; meshd rebuilds only what a change touches, so a
+	// short quiet period still batches a burst without delaying one edit.
+	fs.DurationVar(&o.DebounceAfter, "debounce-after", 10*time.Millisecond, "quiet period after a config change before pushing")
 	fs.DurationVar(&o.DebounceMax, "debounce-max", 10*time.Second, "longest a change waits for the quiet period")
 	fs.DurationVar(&o.MaxConnectionAge, "max-connection-age", 30*time.Minute, "close gRPC connections after about this long so proxies rebalance across replicas")
 	fs.DurationVar(&o.DrainTimeout, "drain-timeout", 10*time.Second, "how long a graceful stop may take")

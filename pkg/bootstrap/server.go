@@ -153,15 +153,13 @@ func (s *Server) SetServingCertificate(get func(*tls.ClientHelloInfo) (*tls.Cert
 func (s *Server) AddComponent(name string, c component.Component) { s.manager.Add(name, c) }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {
+	var cfg *rest.Config
+	var err error
 	if kubeconfig == "" {
-		cfg, err := rest.InClusterConfig()
-		if err != nil {
+		if cfg, err = rest.InClusterConfig(); err != nil {
 			return nil, fmt.Errorf("no cluster: pass --kubeconfig FILE, or --config-dir DIR for file mode (%w)", err)
 		}
-		return cfg, nil
-	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
+	} else if cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig); err != nil {
 		return nil, fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
 	}
 	cfg.QPS, cfg.Burst = 50, 100
@@ -299,7 +297,16 @@ func (s *Server) wireSubsystems() error {
 		}
 		authn = append(authn, caserver.LocalJWTAuthenticator(token.NewVerifier(&key.PublicKey, nil), authority.TrustDomain()))
 	} else {
-		authn = append(authn, caserver.KubeJWTAuthenticator(s.Kube, authority.TrustDomain(), s.Options.ClusterID))
+		// One TokenReview per CSR: a storm of pod starts must not queue
+		// behind the informers' client-side rate limit (the API server's
+		// own max-in-flight limits still protect it).
+		rc := rest.CopyConfig(s.RestConfig)
+		rc.QPS, rc.Burst = 1000, 2000
+		reviewer, err := kubernetes.NewForConfig(rc)
+		if err != nil {
+			return fmt.Errorf("citadel: token review client: %w", err)
+		}
+		authn = append(authn, caserver.KubeJWTAuthenticator(reviewer, authority.TrustDomain(), s.Options.ClusterID))
 	}
 	s.authn = authn
 	caSrv, err := caserver.New(clog, authority, authn, s.Store, s.Registry, caserver.Options{TrustedNodeAccounts: s.Options.CATrustedNodeAccounts})

@@ -85,8 +85,8 @@ func DecodeKind(kind Kind, data []byte) (Object, error) {
 		return nil, fieldError(err)
 	}
 	var merr *multierror.Error
+	var meta metav1.ObjectMeta
 	if len(env.Metadata) > 0 {
-		var meta metav1.ObjectMeta
 		strictErrs, err := sigsjson.UnmarshalStrict(env.Metadata, &meta)
 		if err != nil {
 			merr = multierror.Append(merr, fmt.Errorf("metadata: %w", fieldError(err)))
@@ -111,10 +111,20 @@ func DecodeKind(kind Kind, data []byte) (Object, error) {
 	if merr != nil {
 		return nil, flatten(merr)
 	}
-	// The envelope and spec are known good; let the types' own JSON shims
-	// (the ones istiod uses) decode it.
-	if err := json.Unmarshal(data, obj); err != nil {
-		return nil, fieldError(err)
+	// The envelope and spec are known good: keep the metadata decoded
+	// above and let the spec's own JSON shim (the one istiod uses) decode
+	// the spec, rather than parsing the whole document again.
+	v := reflect.ValueOf(obj).Elem()
+	v.FieldByName("ObjectMeta").Set(reflect.ValueOf(meta))
+	if len(env.Spec) > 0 {
+		if err := json.Unmarshal(env.Spec, spec); err != nil {
+			return nil, fmt.Errorf("spec: %w", fieldError(err))
+		}
+	}
+	if f := v.FieldByName("Status"); len(env.Status) > 0 && f.IsValid() {
+		if err := json.Unmarshal(env.Status, f.Addr().Interface()); err != nil {
+			return nil, fmt.Errorf("status: %w", fieldError(err))
+		}
 	}
 	setTypeMeta(obj, kind)
 	return obj, nil

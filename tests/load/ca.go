@@ -36,20 +36,37 @@ const serverName = "istiod.istio-system.svc"
 // workloadAccount is the service account the CSR storm's workloads run as.
 const workloadAccount = "meshload"
 
-// workloadToken returns a token of ns/meshload with audience istio-ca, the
-// credential a sidecar presents to the CA, creating the account if needed.
-func workloadToken(ctx context.Context, kc kubernetes.Interface, ns string) (string, error) {
+// workloadTokens returns n distinct tokens of ns/meshload with audience
+// istio-ca, the credential a starting sidecar presents to the CA, creating
+// the account if needed. A storm is many new workloads, so every CSR
+// carries a token of its own: a control plane cannot answer from a cache
+// of earlier reviews.
+func workloadTokens(ctx context.Context, kc kubernetes.Interface, ns string, n int) ([]string, error) {
 	_, err := kc.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: workloadAccount, Labels: labels(workloadAccount)}}, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
-		return "", fmt.Errorf("create serviceaccount %s/%s: %w", ns, workloadAccount, err)
+		return nil, fmt.Errorf("create serviceaccount %s/%s: %w", ns, workloadAccount, err)
 	}
-	tr, err := kc.CoreV1().ServiceAccounts(ns).CreateToken(ctx, workloadAccount, &authnv1.TokenRequest{
-		Spec: authnv1.TokenRequestSpec{Audiences: []string{"istio-ca"}, ExpirationSeconds: ptr.To[int64](3600)},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		return "", fmt.Errorf("token for %s/%s: %w", ns, workloadAccount, err)
+	tokens := make([]string, n)
+	errs := make([]error, 16)
+	var wg sync.WaitGroup
+	for w := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n && errs[w] == nil; i += len(errs) {
+				tr, err := kc.CoreV1().ServiceAccounts(ns).CreateToken(ctx, workloadAccount, &authnv1.TokenRequest{
+					Spec: authnv1.TokenRequestSpec{Audiences: []string{"istio-ca"}, ExpirationSeconds: ptr.To[int64](3600)},
+				}, metav1.CreateOptions{})
+				if err != nil {
+					errs[w] = fmt.Errorf("token for %s/%s: %w", ns, workloadAccount, err)
+					continue
+				}
+				tokens[i] = tr.Status.Token
+			}
+		}()
 	}
-	return tr.Status.Token, nil
+	wg.Wait()
+	return tokens, errors.Join(errs...)
 }
 
 // meshRoot returns the root certificate the control plane publishes in
@@ -118,10 +135,12 @@ func newCSR(keyType, trustDomain, ns string) (csr, error) {
 	return csr{name: name, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})}, nil
 }
 
-// csrStorm sends total copies of req to the CA at addr from concurrency
-// workloads at once, each on a TLS connection of its own presenting token,
-// and returns the latency of each signed certificate.
-func csrStorm(ctx context.Context, addr string, pool *x509.CertPool, token string, req csr, total, concurrency int) ([]time.Duration, error) {
+// csrStorm sends len(tokens) copies of req to the CA at addr from
+// concurrency workloads at once, each on a TLS connection of its own, the
+// i-th presenting tokens[i], and returns the latency of each signed
+// certificate.
+func csrStorm(ctx context.Context, addr string, pool *x509.CertPool, tokens []string, req csr, concurrency int) ([]time.Duration, error) {
+	total := len(tokens)
 	creds := credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: serverName})
 	conns := make([]*grpc.ClientConn, concurrency)
 	defer func() {
@@ -138,7 +157,6 @@ func csrStorm(ctx context.Context, addr string, pool *x509.CertPool, token strin
 		}
 		conns[i] = c
 	}
-	ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token, "ClusterID", "Kubernetes")
 	lat := make([]time.Duration, total)
 	errs := make([]error, concurrency)
 	var wg sync.WaitGroup
@@ -149,7 +167,8 @@ func csrStorm(ctx context.Context, addr string, pool *x509.CertPool, token strin
 			client := pb.NewIstioCertificateServiceClient(conns[w])
 			for i := w; i < total; i += concurrency {
 				t0 := time.Now()
-				rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				rctx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tokens[i], "ClusterID", "Kubernetes")
+				rctx, cancel := context.WithTimeout(rctx, 30*time.Second)
 				resp, err := client.CreateCertificate(rctx, &pb.IstioCertificateRequest{Csr: string(req.pem), ValidityDuration: 3600})
 				cancel()
 				if err == nil && len(resp.GetCertChain()) == 0 {

@@ -135,6 +135,7 @@ type Scenario struct {
 	WallSecs   float64 `json:"wall_seconds"`
 	PerSec     float64 `json:"per_second,omitempty"` // CSR storm: certificates signed; webhook: reviews answered
 	Errors     int     `json:"errors"`               // proxies whose stream failed; requests that failed
+	Reconnects int     `json:"reconnects"`           // streams opened again after a failure, as Envoy does
 }
 
 // AllConverged reports whether every sample converged.
@@ -448,18 +449,18 @@ func (r *runner) caAndWebhook(ctx context.Context, mon *monitor, rep *Report) er
 		return err
 	}
 	if r.t.CAAddress != "" && cfg.CSRs > 0 {
-		token, err := workloadToken(ctx, r.kc, ns)
-		if err != nil {
-			return err
-		}
 		for _, kt := range []string{"ecdsa", "rsa"} {
 			req, err := newCSR(kt, "cluster.local", ns)
 			if err != nil {
 				return err
 			}
+			tokens, err := workloadTokens(ctx, r.kc, ns, cfg.CSRs)
+			if err != nil {
+				return err
+			}
 			r.log.Info("csr storm", "key", req.name, "csrs", cfg.CSRs, "concurrency", cfg.CSRConcurrency)
 			sc := mon.begin(req.name, nil)
-			lat, err := csrStorm(ctx, r.t.CAAddress, pool, token, req, cfg.CSRs, cfg.CSRConcurrency)
+			lat, err := csrStorm(ctx, r.t.CAAddress, pool, tokens, req, cfg.CSRConcurrency)
 			s := sc.end(cfg.CSRs, lat)
 			s.PerSec = float64(len(lat)) / s.WallSecs
 			s.Errors = cfg.CSRs - len(lat)
@@ -572,10 +573,10 @@ func (r *Report) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "%s: %d services x %d %s sidecars + %d proxyless gRPC, %d VirtualServices, seed %d, xds %s (mesh written in %.1fs)\n",
 		r.Target, r.Services, r.Proxies, r.XDS, r.Proxyless, r.VirtualServices, r.Seed, r.XDSAddress, r.MeshCreateSecs)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tconverged\tp50 ms\tp90 ms\tp99 ms\tmax ms\tper s\tMB recv\tKB/proxy\tCPU s\tpeak RSS MB\twall s\t")
+	fmt.Fprintln(tw, "scenario\tconverged\tp50 ms\tp90 ms\tp99 ms\tmax ms\tper s\tMB recv\tKB/proxy\tCPU s\tpeak RSS MB\twall s\treconnects\t")
 	for _, s := range r.Scenarios {
-		fmt.Fprintf(tw, "%s\t%d/%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.0f\t%.1f\t%.1f\t%.2f\t%.0f\t%.1f\t\n", s.Name, s.Converged, s.Samples,
-			s.P50ms, s.P90ms, s.P99ms, s.MaxMs, s.PerSec, float64(s.Bytes)/1e6, float64(s.BytesProxy)/1e3, s.CPUSeconds, s.PeakRSSMB, s.WallSecs)
+		fmt.Fprintf(tw, "%s\t%d/%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.0f\t%.1f\t%.1f\t%.2f\t%.0f\t%.1f\t%d\t\n", s.Name, s.Converged, s.Samples,
+			s.P50ms, s.P90ms, s.P99ms, s.MaxMs, s.PerSec, float64(s.Bytes)/1e6, float64(s.BytesProxy)/1e3, s.CPUSeconds, s.PeakRSSMB, s.WallSecs, s.Reconnects)
 	}
 	tw.Flush()
 	if r.Stopped != "" {

@@ -67,6 +67,7 @@ type span struct {
 	start   time.Time
 	cpu0    float64
 	bytes0  []int64
+	recon0  []int64
 	proxies []*proxy
 }
 
@@ -82,11 +83,12 @@ func (m *monitor) begin(name string, proxies []*proxy) *span {
 	m.mu.Unlock()
 	m.sample()
 	for _, p := range proxies {
-		var b int64
+		var b, r int64
 		if p != nil {
-			b = p.bytes.Load()
+			b, r = p.bytes.Load(), p.reconnects.Load()
 		}
 		s.bytes0 = append(s.bytes0, b)
+		s.recon0 = append(s.recon0, r)
 	}
 	return s
 }
@@ -108,6 +110,7 @@ func (s *span) end(samples int, lat []time.Duration) Scenario {
 			continue
 		}
 		sc.Bytes += p.bytes.Load() - s.bytes0[i]
+		sc.Reconnects += int(p.reconnects.Load() - s.recon0[i])
 		if p.err.Load() != nil {
 			sc.Errors++
 		}

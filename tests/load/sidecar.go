@@ -3,6 +3,7 @@ package load
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -63,8 +64,9 @@ type proxy struct {
 	targets []int
 	watched map[int]bool
 
-	bytes atomic.Int64 // serialized size of every response received
-	err   atomic.Pointer[error]
+	bytes      atomic.Int64 // serialized size of every response received
+	err        atomic.Pointer[error]
+	reconnects atomic.Int64 // streams opened again after one ended
 
 	// routeMarker, when non-zero, is a route weight the proxy looks for in
 	// RDS responses; endpointWatch makes it scan EDS for churn markers.
@@ -127,11 +129,32 @@ func (p *proxy) node() *core.Node {
 	}
 }
 
-// run dials addr and plays its kind of client until ctx ends.
+// run dials addr and plays its kind of client until ctx ends. A stream
+// that fails (a control plane shedding load refuses streams) is opened
+// again after Envoy's backoff: jittered, from 500 ms doubling to 30 s,
+// starting over once a stream has delivered config.
 func (p *proxy) run(ctx context.Context, addr string) {
-	err := p.dial(ctx, addr)
-	if err != nil && ctx.Err() == nil {
-		p.err.Store(&err)
+	attempt := 0
+	for {
+		before := p.bytes.Load()
+		err := p.dial(ctx, addr)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			p.err.Store(&err)
+		}
+		p.reconnects.Add(1)
+		if p.bytes.Load() > before {
+			attempt = 0
+		}
+		ceiling := min(500*time.Millisecond<<min(attempt, 6), 30*time.Second)
+		attempt++
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(rand.N(ceiling) + time.Millisecond):
+		}
 	}
 }
 
