@@ -5,11 +5,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"maps"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/cespare/xxhash/v2"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -491,13 +492,13 @@ func (s *Server) sendSotw(c *conn, st *typeState, w *sotwWatch, send []*translat
 // nextVersion derives the version after a partial response from the
 // version before it and what changed.
 func nextVersion(prev string, changed []*translate.Resource) string {
-	h := fnv.New64a()
-	h.Write([]byte(prev))
+	h := xxhash.New()
+	h.WriteString(prev)
 	for _, r := range changed {
-		h.Write([]byte(r.Name))
-		h.Write([]byte{0})
-		h.Write([]byte(r.Version))
-		h.Write([]byte{0})
+		h.WriteString(r.Name)
+		h.WriteString("\x00")
+		h.WriteString(r.Version)
+		h.WriteString("\x00")
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
@@ -548,9 +549,7 @@ func subscriptionKey(sub cache.Subscription) string {
 	}
 	var sum, xor uint64
 	for n := range sub.SubscribedResources() {
-		h := fnv.New64a()
-		h.Write([]byte(n))
-		v := h.Sum64()
+		v := xxhash.Sum64String(n)
 		sum += v
 		xor ^= v * 0x9e3779b97f4a7c15
 	}
@@ -697,13 +696,13 @@ func (s *Server) respondDeltaPartial(c *conn, st *typeState, w *deltaWatch, firs
 	for _, n := range removed {
 		delete(next, n)
 	}
-	vh := fnv.New64a()
-	vh.Write([]byte(st.versionSent))
+	vh := xxhash.New()
+	vh.WriteString(st.versionSent)
 	for _, r := range res {
-		vh.Write([]byte(r.Name + "\x00" + r.Version + "\x00"))
+		vh.WriteString(r.Name + "\x00" + r.Version + "\x00")
 	}
 	for _, n := range removed {
-		vh.Write([]byte(n + "\x00-\x00"))
+		vh.WriteString(n + "\x00-\x00")
 	}
 	version := hex.EncodeToString(vh.Sum(nil))
 	st.delta = nil
