@@ -71,6 +71,10 @@ type typeState struct {
 	// base is, for SotW EDS and RDS, the view whose resources the proxy
 	// has for the names it asked for (one shared view, not a map per proxy).
 	base *translate.View
+	// subNames are the names of the request subKey was computed from, as
+	// decoded (pilot's codec shares identical lists between requests, so
+	// an ACK naming the same resources carries this very slice).
+	subNames []string
 	// reqNames are the names of the latest request (for debug dumps).
 	reqNames []string
 	// sentOnce is true after the first response of this type.

@@ -129,9 +129,11 @@ func New(opts Options, log *slog.Logger) (*Server, error) {
 	kp := keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second,
 		MaxConnectionAge: opts.MaxConnectionAge, MaxConnectionAgeGrace: 10 * time.Second}
 	kep := keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}
-	s.GRPC = grpc.NewServer(grpc.KeepaliveParams(kp), grpc.KeepaliveEnforcementPolicy(kep), grpc.MaxConcurrentStreams(100000))
+	// pilot's codec writes xDS resources without copying them per proxy.
+	codec := grpc.ForceServerCodecV2(pilotxds.Codec())
+	s.GRPC = grpc.NewServer(grpc.KeepaliveParams(kp), grpc.KeepaliveEnforcementPolicy(kep), grpc.MaxConcurrentStreams(100000), codec)
 	s.SecureGRPC = grpc.NewServer(grpc.Creds(credentials.NewTLS(s.certs.grpcTLS())), grpc.StreamInterceptor(s.authenticateXDS),
-		grpc.KeepaliveParams(kp), grpc.KeepaliveEnforcementPolicy(kep), grpc.MaxConcurrentStreams(100000))
+		grpc.KeepaliveParams(kp), grpc.KeepaliveEnforcementPolicy(kep), grpc.MaxConcurrentStreams(100000), codec)
 
 	s.manager = component.NewManager(log, elector)
 	s.manager.Add("source", source)
