@@ -421,8 +421,12 @@ func reuseSet(old *Set, rs []*Resource) *Set {
 }
 
 // Differ remembers, for one push, which names differ between two sets, so
-// that proxies sharing sets share the comparison too.
-type Differ struct{ memo map[[2]*Set][]string }
+// that proxies sharing sets share the comparison too. It is safe for
+// concurrent use (ACKs arriving on many streams share one).
+type Differ struct {
+	mu   sync.Mutex
+	memo map[[2]*Set][]string
+}
 
 // NewDiffer returns an empty Differ.
 func NewDiffer() *Differ { return &Differ{memo: map[[2]*Set][]string{}} }
@@ -432,10 +436,12 @@ func (d *Differ) diff(a, b *Set) []string {
 		return nil
 	}
 	k := [2]*Set{a, b}
-	if names, ok := d.memo[k]; ok {
+	d.mu.Lock()
+	names, ok := d.memo[k]
+	d.mu.Unlock()
+	if ok {
 		return names
 	}
-	var names []string
 	for _, n := range a.Names() {
 		if rb := b.Get(n); rb == nil || rb.Version != a.Get(n).Version {
 			names = append(names, n)
@@ -446,7 +452,9 @@ func (d *Differ) diff(a, b *Set) []string {
 			names = append(names, n)
 		}
 	}
+	d.mu.Lock()
 	d.memo[k] = names
+	d.mu.Unlock()
 	return names
 }
 

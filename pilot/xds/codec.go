@@ -46,7 +46,10 @@ func (c codec) unmarshalRequest(data mem.BufferSlice, r *discovery.DiscoveryRequ
 	if len(data) == 1 {
 		b = data[0].ReadOnlyData()
 	} else {
-		b = data.Materialize()
+		// A pooled copy: nothing decoded below refers to these bytes.
+		buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+		defer buf.Free()
+		b = buf.ReadOnlyData()
 	}
 	// Find the resource_names entries (field 3); decode the rest as usual.
 	var rest []byte

@@ -74,6 +74,9 @@ type Server struct {
 	store   *store.Store
 	opts    Options
 	metrics *metrics
+	// differ is the latest push's: ACKs arriving after it compare views
+	// with it.
+	differ atomic.Pointer[translate.Differ]
 
 	builder    *model.Builder
 	translator *translate.Translator
@@ -260,6 +263,9 @@ func (s *Server) Push(snap *model.Snapshot, delta *model.Delta, first time.Time)
 	s.pushStart.Store(&first)
 	conns := s.connections()
 	differ := translate.NewDiffer()
+	// ACKs of this push's responses compare against views of it: they
+	// share its comparisons (and drop the previous push's).
+	s.differ.Store(differ)
 	pushed := 0
 	for _, c := range conns {
 		c.mu.Lock()
@@ -388,4 +394,14 @@ func (s *Server) currentPushStart() time.Time {
 		return *t
 	}
 	return time.Time{}
+}
+
+// ackDiffer is the Differ ACKs share: the latest push's.
+func (s *Server) ackDiffer() *translate.Differ {
+	if d := s.differ.Load(); d != nil {
+		return d
+	}
+	d := translate.NewDiffer()
+	s.differ.CompareAndSwap(nil, d)
+	return s.differ.Load()
 }

@@ -456,29 +456,39 @@ func (s *Server) respondSotw(c *conn, st *typeState, w *sotwWatch, first time.Ti
 	// the one it was built from: nothing can be missing, and with a
 	// thousand names per ACK the comparison below is not free; nor is
 	// hashing the names, which the shared list usually spares.
-	if st.sentOnce && st.base == view && (sameSlice(w.req.GetResourceNames(), st.subNames) || subscriptionKey(w.sub) == st.subKey) {
+	key := st.subKey
+	if !st.sentOnce || !sameSlice(w.req.GetResourceNames(), st.subNames) {
+		key = subscriptionKey(w.sub)
+	}
+	same := st.sentOnce && st.base != nil && key == st.subKey
+	if same && st.base == view {
 		st.sotw = w
 		return false
 	}
-	key := subscriptionKey(w.sub)
-	rs := wanted(view, typeURL, w.sub)
-	same := st.sentOnce && st.base != nil && key == st.subKey
-	send := rs
-	version := versionOf(rs)
 	if same {
-		send = nil
-		for _, r := range rs {
-			if b := st.base.Get(typeURL, r.Name); b == nil || b.Version != r.Version {
-				send = append(send, r)
-			}
+		// The view moved on since the last response (a push happened while
+		// it was in flight): only what changed between the two can be
+		// missing, and proxies sharing the views share that comparison.
+		if names, all := view.Changed(st.base, typeURL, s.ackDiffer()); !all {
+			return s.respondSotwPartial(c, st, w, first, hint{only: true, names: names}, view, t0)
 		}
-		if len(send) == 0 {
-			st.sotw = w
-			return false
-		}
-		version = nextVersion(st.versionSent, send)
 	}
-	s.sendSotw(c, st, w, send, version, view, key, first, t0)
+	rs := wanted(view, typeURL, w.sub)
+	if !same {
+		s.sendSotw(c, st, w, rs, versionOf(rs), view, key, first, t0)
+		return true
+	}
+	var send []*translate.Resource
+	for _, r := range rs {
+		if b := st.base.Get(typeURL, r.Name); b == nil || b.Version != r.Version {
+			send = append(send, r)
+		}
+	}
+	if len(send) == 0 {
+		st.sotw = w
+		return false
+	}
+	s.sendSotw(c, st, w, send, nextVersion(st.versionSent, send), view, key, first, t0)
 	return true
 }
 

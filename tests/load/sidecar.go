@@ -1,6 +1,7 @@
 package load
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -354,6 +355,13 @@ func claGens(b []byte) []int {
 // routeHasWeight reports whether any weighted route in a serialized
 // RouteConfiguration carries weight w.
 func routeHasWeight(b []byte, w uint32) bool {
+	// A ClusterWeight holding w holds these bytes (weight, field 2, a
+	// UInt32Value whose value is field 1): ruling out the rest without
+	// decoding keeps a thousand proxies' clients from being what a config
+	// change measures.
+	if w < 0x80 && !bytes.Contains(b, []byte{0x12, 0x02, 0x08, byte(w)}) {
+		return false
+	}
 	var rc route.RouteConfiguration
 	if proto.Unmarshal(b, &rc) != nil {
 		return false
