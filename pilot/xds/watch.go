@@ -594,6 +594,19 @@ func (s *Server) respondDelta(c *conn, st *typeState, w *deltaWatch, first time.
 	if h.only && st.sentOnce {
 		return s.respondDeltaPartial(c, st, w, first, h, view, t0)
 	}
+	// An ACK (no names subscribed or unsubscribed) after the last response
+	// was sent from this very view lacks nothing; after a newer push, only
+	// what changed between the two views can be missing. Either way the
+	// whole subscription need not be walked, for each of a thousand ACKs.
+	if st.sentOnce && st.base != nil && len(w.req.GetResourceNamesSubscribe()) == 0 && len(w.req.GetResourceNamesUnsubscribe()) == 0 {
+		if st.base == view {
+			st.delta = w
+			return false
+		}
+		if names, all := view.Changed(st.base, typeURL, s.ackDiffer()); !all {
+			return s.respondDeltaPartial(c, st, w, first, hint{only: true, names: names}, view, t0)
+		}
+	}
 	rs := wanted(view, typeURL, w.sub)
 	returned := w.sub.ReturnedResources()
 	var res []*discovery.Resource
@@ -626,7 +639,7 @@ func (s *Server) respondDelta(c *conn, st *typeState, w *deltaWatch, first time.
 	version := versionOf(rs)
 	st.delta = nil
 	deliver(c, w.ch, cache.DeltaResponse(&deltaResponse{s: s, req: w.req, version: version, resources: res, removed: removed, next: next,
-		meta: &sent{typeURL: typeURL, names: names, known: next, version: version, size: size, first: first}}))
+		meta: &sent{typeURL: typeURL, names: names, known: next, version: version, size: size, first: first, base: view}}))
 	s.metrics.pushTime.WithLabelValues(translate.ShortType(typeURL)).Observe(time.Since(t0).Seconds())
 	return true
 }
@@ -731,7 +744,7 @@ func (s *Server) respondDeltaPartial(c *conn, st *typeState, w *deltaWatch, firs
 	version := hex.EncodeToString(vh.Sum(nil))
 	st.delta = nil
 	deliver(c, w.ch, cache.DeltaResponse(&deltaResponse{s: s, req: w.req, version: version, resources: res, removed: removed, next: next,
-		meta: &sent{typeURL: typeURL, names: names, known: next, version: version, size: size, first: first}}))
+		meta: &sent{typeURL: typeURL, names: names, known: next, version: version, size: size, first: first, base: view}}))
 	s.metrics.pushTime.WithLabelValues(translate.ShortType(typeURL)).Observe(time.Since(t0).Seconds())
 	return true
 }
