@@ -189,29 +189,61 @@ func (c codec) marshalSotw(r *discovery.DiscoveryResponse) (mem.BufferSlice, err
 		return nil, err
 	}
 	// Then each resource as field 2 (repeated google.protobuf.Any): a
-	// small header written here, followed by the shared serialized value.
-	// Protobuf lets fields come in any order, and a repeated field's
-	// entries keep theirs.
-	size := 0
+	// small header, shared by every resource of its type and size, then
+	// the shared serialized value. Protobuf lets fields come in any order,
+	// and a repeated field's entries keep theirs. What is built per proxy
+	// is only this list of buffers.
+	out := make(mem.BufferSlice, 0, len(head)+2*len(rs))
+	out = append(out, head...)
 	for _, a := range rs {
 		if a == nil {
 			head.Free()
 			return nil, fmt.Errorf("DiscoveryResponse %s: nil resource", r.GetTypeUrl())
 		}
-		size += anyHeaderSize(a.GetTypeUrl(), len(a.GetValue()))
-	}
-	hdrs := make([]byte, 0, size)
-	out := make(mem.BufferSlice, 0, len(head)+2*len(rs))
-	out = append(out, head...)
-	for _, a := range rs {
-		start := len(hdrs)
-		hdrs = appendAnyHeader(hdrs, a.GetTypeUrl(), len(a.GetValue()))
-		out = append(out, mem.SliceBuffer(hdrs[start:]))
+		out = append(out, anyHeaders.get(a.GetTypeUrl(), len(a.GetValue())))
 		if len(a.GetValue()) > 0 {
 			out = append(out, mem.SliceBuffer(a.GetValue()))
 		}
 	}
 	return out, nil
+}
+
+// headerKey names a DiscoveryResponse.resources entry header: it depends
+// on the Any's type URL and value length only.
+type headerKey struct {
+	typeURL string
+	size    int
+}
+
+// headerCache holds each header once, boxed as a gRPC buffer, so a
+// response to a thousand proxies allocates no header bytes.
+type headerCache struct {
+	mu sync.RWMutex
+	m  map[headerKey]mem.Buffer
+}
+
+// maxHeaders bounds the cache; distinct (type, size) pairs number at most
+// the resources built, far fewer in practice.
+const maxHeaders = 1 << 17
+
+var anyHeaders = &headerCache{m: map[headerKey]mem.Buffer{}}
+
+func (c *headerCache) get(typeURL string, size int) mem.Buffer {
+	k := headerKey{typeURL, size}
+	c.mu.RLock()
+	h, ok := c.m[k]
+	c.mu.RUnlock()
+	if ok {
+		return h
+	}
+	h = mem.SliceBuffer(appendAnyHeader(make([]byte, 0, anyHeaderSize(typeURL, size)), typeURL, size))
+	c.mu.Lock()
+	if len(c.m) >= maxHeaders {
+		clear(c.m)
+	}
+	c.m[k] = h
+	c.mu.Unlock()
+	return h
 }
 
 func (c codec) marshalDelta(r *discovery.DeltaDiscoveryResponse) (mem.BufferSlice, error) {
