@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"bytes"
 	"fmt"
 	"sync"
 	"unicode/utf8"
@@ -57,7 +58,7 @@ func (c codec) unmarshalRequest(data mem.BufferSlice, r *discovery.DiscoveryRequ
 	count := 0
 	// The names are hashed a run of adjacent entries at a time (clients
 	// write them together): one Write per entry cost more than the hash.
-	runStart, runEnd := 0, 0
+	runStart, runEnd, runs := 0, 0, 0
 	for i := 0; i < len(b); {
 		num, typ, n := protowire.ConsumeTag(b[i:])
 		if n < 0 {
@@ -69,9 +70,10 @@ func (c codec) unmarshalRequest(data mem.BufferSlice, r *discovery.DiscoveryRequ
 		}
 		field := b[i : i+n+m]
 		if num == 3 && typ == protowire.BytesType {
-			if i != runEnd {
+			if i != runEnd || runs == 0 {
 				_, _ = h.Write(b[runStart:runEnd])
 				runStart = i
+				runs++
 			}
 			runEnd = i + n + m
 			count++
@@ -87,7 +89,11 @@ func (c codec) unmarshalRequest(data mem.BufferSlice, r *discovery.DiscoveryRequ
 	if err := gproto.Unmarshal(rest, r); err != nil {
 		return err
 	}
-	names, err := requestNames.get(h.Sum64(), count, b)
+	var run []byte // the names' encoding, when it is one piece
+	if runs == 1 {
+		run = b[runStart:runEnd]
+	}
+	names, err := requestNames.get(h.Sum64(), count, b, run)
 	if err != nil {
 		return err
 	}
@@ -96,27 +102,40 @@ func (c codec) unmarshalRequest(data mem.BufferSlice, r *discovery.DiscoveryRequ
 }
 
 // nameLists interns requests' resource-name lists by the hash of their
-// encoding. A hit is checked name by name, so a hash collision costs a
-// decode, never a wrong list.
+// encoding. A hit is checked against the encoding kept with it (or name by
+// name), so a hash collision costs a decode, never a wrong list.
 type nameLists struct {
 	mu    sync.Mutex
-	lists map[uint64][]string
+	lists map[uint64]nameList
+}
+
+type nameList struct {
+	names []string
+	raw   []byte // the encoding they were decoded from, if it was one piece
 }
 
 // maxNameLists bounds the interned lists; past it the table starts over.
 // Distinct lists are roughly one per distinct sidecar scope and type.
 const maxNameLists = 1 << 14
 
-var requestNames = &nameLists{lists: map[uint64][]string{}}
+var requestNames = &nameLists{lists: map[uint64]nameList{}}
 
-// get returns the count resource names encoded in request b, shared with
-// an earlier identical list when there was one.
-func (t *nameLists) get(sum uint64, count int, b []byte) ([]string, error) {
+// get returns the count resource names encoded in request b (run is their
+// encoding when it is one piece), shared with an earlier identical list
+// when there was one.
+func (t *nameLists) get(sum uint64, count int, b, run []byte) ([]string, error) {
 	t.mu.Lock()
 	cached := t.lists[sum]
 	t.mu.Unlock()
-	if len(cached) == count && sameNames(cached, b) {
-		return cached, nil
+	if len(cached.names) == count {
+		// Comparing the encodings is a memcmp; name by name parses each.
+		if cached.raw != nil && run != nil {
+			if bytes.Equal(cached.raw, run) {
+				return cached.names, nil
+			}
+		} else if sameNames(cached.names, b) {
+			return cached.names, nil
+		}
 	}
 	names := make([]string, 0, count)
 	for i := 0; i < len(b); {
@@ -137,7 +156,7 @@ func (t *nameLists) get(sum uint64, count int, b []byte) ([]string, error) {
 	if len(t.lists) >= maxNameLists {
 		clear(t.lists)
 	}
-	t.lists[sum] = names
+	t.lists[sum] = nameList{names: names, raw: bytes.Clone(run)}
 	t.mu.Unlock()
 	return names, nil
 }

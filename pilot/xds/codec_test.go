@@ -138,6 +138,25 @@ func TestCodecRequests(t *testing.T) {
 	}
 	decode(&discovery.DiscoveryRequest{TypeUrl: "cds"}) // no names at all
 
+	// Names need not be adjacent on the wire: they decode the same, twice.
+	var split []byte
+	split = protowire.AppendTag(split, 3, protowire.BytesType)
+	split = protowire.AppendString(split, "x")
+	split = protowire.AppendTag(split, 4, protowire.BytesType)
+	split = protowire.AppendString(split, "eds")
+	split = protowire.AppendTag(split, 3, protowire.BytesType)
+	split = protowire.AppendString(split, "y")
+	want := &discovery.DiscoveryRequest{}
+	if err := proto.Unmarshal(split, want); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		got := &discovery.DiscoveryRequest{}
+		if err := c.Unmarshal(mem.BufferSlice{mem.SliceBuffer(split)}, got); err != nil || !proto.Equal(got, want) {
+			t.Fatalf("split names: decoded %v (%v), want %v", got, err, want)
+		}
+	}
+
 	bad := protowire.AppendTag(nil, 3, protowire.BytesType)
 	bad = protowire.AppendBytes(bad, []byte{0xff, 0xfe})
 	if err := c.Unmarshal(mem.BufferSlice{mem.SliceBuffer(bad)}, &discovery.DiscoveryRequest{}); err == nil {
