@@ -29,31 +29,8 @@ func TestCodecWritesWhatProtoWould(t *testing.T) {
 			{TypeUrl: "type.googleapis.com/envoy.config.cluster.v3.Cluster", Value: big},
 		},
 	}
-	want := proto.Clone(resp)
 	c := xds.Codec()
-	out, err := c.Marshal(resp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := &discovery.DiscoveryResponse{}
-	if err := proto.Unmarshal(out.Materialize(), got); err != nil {
-		t.Fatalf("meshd's encoding does not decode: %v", err)
-	}
-	if !proto.Equal(got, want) {
-		t.Errorf("decoded %v\nwant %v", got, want)
-	}
-	if !proto.Equal(resp, want) {
-		t.Errorf("Marshal changed the response it was given")
-	}
-	shared := false
-	for _, b := range out {
-		if d := b.ReadOnlyData(); len(d) == len(big) && &d[0] == &big[0] {
-			shared = true
-		}
-	}
-	if !shared {
-		t.Error("the 200 KB resource was copied, not shared")
-	}
+	checkEncoding(t, resp, &discovery.DiscoveryResponse{}, big)
 
 	// Everything else goes through gRPC's proto codec unchanged.
 	req := &discovery.DiscoveryRequest{TypeUrl: "t", ResourceNames: []string{"a", "b"}}
@@ -81,30 +58,7 @@ func TestCodecDelta(t *testing.T) {
 			{Name: "d", Version: "4", Resource: &anypb.Any{TypeUrl: "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"}},
 		},
 	}
-	want := proto.Clone(resp)
-	out, err := xds.Codec().Marshal(resp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := &discovery.DeltaDiscoveryResponse{}
-	if err := proto.Unmarshal(out.Materialize(), got); err != nil {
-		t.Fatalf("meshd's encoding does not decode: %v", err)
-	}
-	if !proto.Equal(got, want) {
-		t.Errorf("decoded %v\nwant %v", got, want)
-	}
-	if !proto.Equal(resp, want) {
-		t.Errorf("Marshal changed the response it was given")
-	}
-	shared := false
-	for _, b := range out {
-		if d := b.ReadOnlyData(); len(d) == len(big) && &d[0] == &big[0] {
-			shared = true
-		}
-	}
-	if !shared {
-		t.Error("the 200 KB resource was copied, not shared")
-	}
+	checkEncoding(t, resp, &discovery.DeltaDiscoveryResponse{}, big)
 }
 
 // TestCodecRequests: requests decode as proto decodes them, and two ACKs
@@ -162,4 +116,38 @@ func TestCodecRequests(t *testing.T) {
 	if err := c.Unmarshal(mem.BufferSlice{mem.SliceBuffer(bad)}, &discovery.DiscoveryRequest{}); err == nil {
 		t.Error("a resource name that is not UTF-8 was accepted")
 	}
+}
+
+// checkEncoding encodes resp with meshd's codec and checks that proto
+// decodes it (into got) to resp, that resp is unchanged, and that the
+// resource bytes big are sent as they are, not copied.
+func checkEncoding(t *testing.T, resp, got proto.Message, big []byte) {
+	t.Helper()
+	want := proto.Clone(resp)
+	out, err := xds.Codec().Marshal(resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := proto.Unmarshal(out.Materialize(), got); err != nil {
+		t.Fatalf("meshd's encoding does not decode: %v", err)
+	}
+	if !proto.Equal(got, want) {
+		t.Errorf("decoded %v\nwant %v", got, want)
+	}
+	if !proto.Equal(resp, want) {
+		t.Errorf("Marshal changed the response it was given")
+	}
+	if !shares(out, big) {
+		t.Error("the 200 KB resource was copied, not shared")
+	}
+}
+
+// shares reports whether one of out's buffers is b itself, not a copy.
+func shares(out mem.BufferSlice, b []byte) bool {
+	for _, buf := range out {
+		if d := buf.ReadOnlyData(); len(d) == len(b) && &d[0] == &b[0] {
+			return true
+		}
+	}
+	return false
 }
