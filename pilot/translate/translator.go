@@ -269,6 +269,11 @@ func (t *Translator) outboundFor(snap *model.Snapshot, p *model.Proxy, grpc bool
 	if !grpc && t.index(snap).localityLB {
 		key += "|@" + p.Locality.String()
 	}
+	// And sidecars a Sidecar resource scopes to fewer services.
+	scope := scopeFor(snap, p)
+	if scope.id != "" {
+		key += "|sidecar=" + scope.id
+	}
 	o := t.outbound[key]
 	if o == nil {
 		o = &outbound{}
@@ -284,7 +289,7 @@ func (t *Translator) outboundFor(snap *model.Snapshot, p *model.Proxy, grpc bool
 	// A new outbound value: views handed out earlier keep the old one.
 	n := &outbound{used: snap.Version, snapVersion: snap.Version, initialized: true,
 		servicesVersion: snap.ServicesVersion, configVersion: snap.ConfigVersion}
-	services := snap.VisibleServices(p.Namespace)
+	services, ports := scope.filter(snap.VisibleServices(p.Namespace))
 	var clusters, endpoints, listeners, routes []*Resource
 	if !grpc {
 		clusters = append(clusters, t.static...)
@@ -296,8 +301,13 @@ func (t *Translator) outboundFor(snap *model.Snapshot, p *model.Proxy, grpc bool
 	}
 	for _, svc := range services {
 		f := t.fragFor(snap, svc, p.Namespace, p.Labels, p.Locality, grpc)
-		clusters = append(clusters, f.clusters...)
-		endpoints = append(endpoints, f.endpoints...)
+		if ports == nil {
+			clusters = append(clusters, f.clusters...)
+			endpoints = append(endpoints, f.endpoints...)
+		} else {
+			clusters = appendImported(clusters, f.clusters, ports)
+			endpoints = appendImported(endpoints, f.endpoints, ports)
+		}
 		if grpc {
 			listeners = append(listeners, f.listeners...)
 			routes = append(routes, f.routes...)
@@ -312,8 +322,9 @@ func (t *Translator) outboundFor(snap *model.Snapshot, p *model.Proxy, grpc bool
 	case grpc:
 		n.listeners, n.routes = NewSet(listeners), NewSet(routes)
 	default:
-		n.listeners = NewSet(sidecarListeners(t.env(snap, p, false, als), services))
-		n.routes = NewSet(sidecarRoutes(t.env(snap, p, false, als), services, t.virtualHost(snap, p.Namespace, p.Labels, p.Locality)))
+		scoped := withPorts(services, ports)
+		n.listeners = NewSet(sidecarListeners(t.env(snap, p, false, als), scoped))
+		n.routes = NewSet(sidecarRoutes(t.env(snap, p, false, als), scoped, t.virtualHost(snap, p.Namespace, p.Labels, p.Locality)))
 	}
 	if keep {
 		t.outbound[key] = n
@@ -601,4 +612,14 @@ func (v *View) alias(typeURL, name string) *Resource {
 		idx = newTrafficIndex(v.Snapshot)
 	}
 	return grpcAlias(&routeEnv{log: v.t.log, idx: idx, ns: v.Proxy.Namespace, grpc: true, labels: v.Proxy.Labels}, typeURL, name) // drops were counted on the FQDN route
+}
+
+// appendImported appends the resources whose port the Sidecar imports.
+func appendImported(dst, rs []*Resource, ports map[string]map[int32]bool) []*Resource {
+	for _, r := range rs {
+		if portImported(ports, r.Name) {
+			dst = append(dst, r)
+		}
+	}
+	return dst
 }

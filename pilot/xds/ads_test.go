@@ -17,6 +17,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
+	networkingv1 "istio.io/api/networking/v1"
+	istionet "istio.io/client-go/pkg/apis/networking/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -613,5 +615,36 @@ func TestRegistryz(t *testing.T) {
 	}
 	if fmt.Sprint(reg[0].Ports) != "[{grpc 7070 GRPC}]" {
 		t.Fatalf("ports %+v", reg[0].Ports)
+	}
+}
+
+// TestSidecarScopesConnectedProxy: a Sidecar limiting the default
+// namespace's egress to istio-system takes the echo service away from a
+// connected sidecar, and deleting it brings the service back.
+func TestSidecarScopesConnectedProxy(t *testing.T) {
+	e := newEnv(t)
+	c := e.sotw(node(sidecarID, map[string]any{"ISTIO_VERSION": "1.28.0"}))
+	c.request(translate.ClusterType)
+	cds := c.expect(translate.ClusterType)
+	if !contains(names(cds), echoCluster) {
+		t.Fatalf("clusters %v lack %s", names(cds), echoCluster)
+	}
+	c.ack(cds)
+
+	sc := &istionet.Sidecar{
+		ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: "default"},
+		Spec:       networkingv1.Sidecar{Egress: []*networkingv1.IstioEgressListener{{Hosts: []string{"istio-system/*"}}}},
+	}
+	put(t, e.st, schema.Sidecar, sc)
+	cds = c.expect(translate.ClusterType)
+	if contains(names(cds), echoCluster) {
+		t.Fatalf("clusters %v still hold %s after a Sidecar scoped it out", names(cds), echoCluster)
+	}
+	c.ack(cds)
+
+	remove(t, e.st, schema.Sidecar, sc)
+	cds = c.expect(translate.ClusterType)
+	if !contains(names(cds), echoCluster) {
+		t.Fatalf("clusters %v lack %s after the Sidecar was deleted", names(cds), echoCluster)
 	}
 }
