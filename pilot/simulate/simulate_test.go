@@ -287,3 +287,23 @@ func TestIngressGateway(t *testing.T) {
 	wantCluster(t, run(t, c, simulate.Request{Port: 80, Authority: "shop.example.com", Path: "/api/v1/x"}),
 		"outbound|9080||productpage.default.svc.cluster.local")
 }
+
+// TestRegistryOnly: under a Sidecar's REGISTRY_ONLY policy an HTTP request
+// to a host the mesh does not know is answered 502 instead of passing
+// through, while a known service still routes; without the Sidecar the
+// same request passes through.
+func TestRegistryOnly(t *testing.T) {
+	c := sidecar(t, "sidecar-registry-only")
+	unknown := simulate.Request{Port: 80, Authority: "unknown.example.com", Path: "/"}
+	res := run(t, c, unknown)
+	if res.DirectResponse == nil || res.DirectResponse.Status != 502 {
+		t.Errorf("request to an unknown host: %s, want a 502 direct response", res)
+	}
+	known := simulate.Request{Port: 80, Authority: "api.frontend.svc.cluster.local", Path: "/"}
+	wantCluster(t, run(t, c, known), "outbound|80||api.frontend.svc.cluster.local")
+
+	res = run(t, sidecar(t, "http-service"), simulate.Request{Port: 80, Authority: "unknown.example.com", Path: "/"})
+	if len(res.Clusters) != 1 || res.Clusters[0].Name != "PassthroughCluster" {
+		t.Errorf("without REGISTRY_ONLY an unknown host went to %v (%s), want PassthroughCluster", res.Clusters, res)
+	}
+}

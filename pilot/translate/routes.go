@@ -59,6 +59,9 @@ type routeEnv struct {
 	// naming gateways apply when they name one of these.
 	gateways []*gatewayEntry
 	router   bool
+	// registryOnly is a Sidecar's outboundTrafficPolicy REGISTRY_ONLY:
+	// traffic to hosts outside the registry is refused, not passed through.
+	registryOnly bool
 }
 
 // drop logs why a part of a VirtualService is left out, and counts it.

@@ -223,7 +223,7 @@ func sidecarListeners(env *routeEnv, services []*model.Service) []*Resource {
 	}
 	sort.Strings(names)
 	out := make([]*Resource, 0, len(names)+2)
-	out = append(out, virtualOutbound(clientTCPLogs))
+	out = append(out, virtualOutbound(clientTCPLogs, env.registryOnly))
 	for _, n := range names {
 		l := ls[n]
 		keys := make([]string, 0, len(l.chains))
@@ -260,16 +260,21 @@ func sidecarListeners(env *routeEnv, services []*model.Service) []*Resource {
 
 // virtualOutbound captures all outbound traffic (iptables sends it to
 // 15001) and hands it to the listener for its original destination; what
-// no listener claims passes through (outboundTrafficPolicy ALLOW_ANY).
-func virtualOutbound(logs []*accesslog.AccessLog) *Resource {
+// no listener claims passes through (outboundTrafficPolicy ALLOW_ANY) or,
+// under REGISTRY_ONLY, goes nowhere.
+func virtualOutbound(logs []*accesslog.AccessLog, registryOnly bool) *Resource {
+	fallback := PassthroughCluster
+	if registryOnly {
+		fallback = BlackHoleCluster
+	}
 	l := &listener.Listener{
 		Name:             VirtualOutboundListener,
 		Address:          socketAddress("0.0.0.0", virtualOutboundPort),
 		UseOriginalDst:   wrapperspb.Bool(true),
 		TrafficDirection: core.TrafficDirection_OUTBOUND,
 		FilterChains: []*listener.FilterChain{{
-			Name:    PassthroughCluster,
-			Filters: []*listener.Filter{withTCPAccessLogs(tcpProxyFilterTo(PassthroughCluster, PassthroughCluster), logs)},
+			Name:    fallback,
+			Filters: []*listener.Filter{withTCPAccessLogs(tcpProxyFilterTo(fallback, fallback), logs)},
 		}},
 	}
 	return mustResource(l.Name, l)
@@ -327,7 +332,11 @@ func sidecarRoutes(env *routeEnv, services []*model.Service, vhosts VirtualHostC
 	sort.Ints(ports)
 	out := make([]*Resource, 0, len(ports))
 	for _, p := range ports {
-		out = append(out, routeConfiguration(strconv.Itoa(p), append(byPort[int32(p)], allowAnyBytes)))
+		last := allowAnyBytes
+		if env.registryOnly {
+			last = blockAllBytes
+		}
+		out = append(out, routeConfiguration(strconv.Itoa(p), append(byPort[int32(p)], last)))
 	}
 	return out
 }
@@ -340,7 +349,10 @@ func serviceVirtualHost(env *routeEnv, svc *model.Service, port int32, domains [
 	}
 }
 
-var allowAnyBytes = mustMarshal(allowAny())
+var (
+	allowAnyBytes = mustMarshal(allowAny())
+	blockAllBytes = mustMarshal(blockAll())
+)
 
 func mustMarshal(m proto.Message) []byte {
 	b, err := marshal.Marshal(m)
@@ -382,6 +394,20 @@ func allowAny() *route.VirtualHost {
 				ClusterSpecifier: &route.RouteAction_Cluster{Cluster: PassthroughCluster},
 				Timeout:          durationpb.New(0),
 			}},
+		}},
+	}
+}
+
+// blockAll answers HTTP to a host the registry does not know with 502, as
+// Istio does under outboundTrafficPolicy REGISTRY_ONLY.
+func blockAll() *route.VirtualHost {
+	return &route.VirtualHost{
+		Name:    "block_all",
+		Domains: []string{"*"},
+		Routes: []*route.Route{{
+			Name:   "block_all",
+			Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &route.Route_DirectResponse{DirectResponse: &route.DirectResponseAction{Status: 502}},
 		}},
 	}
 }

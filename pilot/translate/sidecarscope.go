@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 
+	networkingapi "istio.io/api/networking/v1"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 
 	"github.com/meshd/meshd/pilot/model"
@@ -18,6 +19,8 @@ type sidecarScope struct {
 	// with the same scope share outbound config; "" when none applies.
 	id      string
 	imports []egressImport
+	// registryOnly is outboundTrafficPolicy mode REGISTRY_ONLY.
+	registryOnly bool
 }
 
 // egressImport is one "namespace/dnsName" of an egress listener's hosts,
@@ -72,10 +75,19 @@ func scopeFor(snap *model.Snapshot, p *model.Proxy) sidecarScope {
 		return sidecarScope{}
 	}
 	sc := sidecarFor(snap, p.Namespace, p.Labels)
-	if sc == nil || len(sc.Spec.GetEgress()) == 0 {
+	if sc == nil {
 		return sidecarScope{}
 	}
 	s := sidecarScope{id: specID(sc.Namespace, sc.Name, &sc.Spec)}
+	// REGISTRY_ONLY is the enum's zero value: only a policy written out
+	// selects it (the mesh default, ALLOW_ANY, applies otherwise).
+	if otp := sc.Spec.GetOutboundTrafficPolicy(); otp != nil && otp.GetMode() == networkingapi.OutboundTrafficPolicy_REGISTRY_ONLY {
+		s.registryOnly = true
+	}
+	if len(sc.Spec.GetEgress()) == 0 {
+		// No egress listeners: every visible service, as without a Sidecar.
+		s.imports = []egressImport{{ns: "*", host: "*"}}
+	}
 	for _, l := range sc.Spec.GetEgress() {
 		for _, h := range l.GetHosts() {
 			ns, host, ok := strings.Cut(h, "/")

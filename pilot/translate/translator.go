@@ -323,8 +323,10 @@ func (t *Translator) outboundFor(snap *model.Snapshot, p *model.Proxy, grpc bool
 		n.listeners, n.routes = NewSet(listeners), NewSet(routes)
 	default:
 		scoped := withPorts(services, ports)
-		n.listeners = NewSet(sidecarListeners(t.env(snap, p, false, als), scoped))
-		n.routes = NewSet(sidecarRoutes(t.env(snap, p, false, als), scoped, t.virtualHost(snap, p.Namespace, p.Labels, p.Locality)))
+		env := t.env(snap, p, false, als)
+		env.registryOnly = scope.registryOnly
+		n.listeners = NewSet(sidecarListeners(env, scoped))
+		n.routes = NewSet(sidecarRoutes(env, scoped, t.virtualHost(snap, p.Namespace, p.Labels, p.Locality)))
 	}
 	if keep {
 		t.outbound[key] = n
