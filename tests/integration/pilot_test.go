@@ -20,6 +20,8 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+	networkingv1 "istio.io/api/networking/v1"
+	istionet "istio.io/client-go/pkg/apis/networking/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -400,4 +402,35 @@ func TestDeltaClientSeesEndpointChanges(t *testing.T) {
 	if _, cds := endpointsNow(); cds != cdsBefore {
 		t.Fatalf("the endpoint change sent CDS to the delta client (%d -> %d responses)", cdsBefore, cds)
 	}
+}
+
+// TestSidecarScopesProxylessClient: a Sidecar whose egress imports only
+// istio-system takes the echo service out of a connected gRPC client's
+// reach (its calls fail), and deleting the Sidecar gives it back.
+func TestSidecarScopesProxylessClient(t *testing.T) {
+	e := startPilot(t)
+	e.createEcho("192.0.2.1")
+	cc := e.grpcClient("client-0")
+	waitForBackends(t, cc, "backend-1")
+
+	ctx := context.Background()
+	sidecars := e.cluster.Istio.NetworkingV1().Sidecars(e.ns)
+	_, err := sidecars.Create(ctx, &istionet.Sidecar{
+		ObjectMeta: metav1.ObjectMeta{Name: "default"},
+		Spec:       networkingv1.Sidecar{Egress: []*networkingv1.IstioEgressListener{{Hosts: []string{"istio-system/*"}}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, 30*time.Second, func() error {
+		if name, err := call(ctx, cc); err == nil {
+			return fmt.Errorf("%s still answers with the Sidecar in place", name)
+		}
+		return nil
+	})
+
+	if err := sidecars.Delete(ctx, "default", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitForBackends(t, cc, "backend-1")
 }
