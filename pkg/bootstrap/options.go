@@ -24,6 +24,8 @@ type Options struct {
 	ConfigDir string
 	// TrustDomain is the SPIFFE trust domain, also the DNS suffix root.
 	TrustDomain string
+	// ProxyImage is the Istio proxy image the sidecar injector adds.
+	ProxyImage string
 	// Namespace is meshd's own namespace (CA secrets, leases).
 	Namespace string
 	// PodName identifies this replica (leader election).
@@ -69,6 +71,7 @@ func (o *Options) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig file (default: $KUBECONFIG, else in-cluster config)")
 	fs.StringVar(&o.ConfigDir, "config-dir", "", "read Services, endpoints and Istio config from this directory of YAML instead of a cluster (file mode)")
 	fs.StringVar(&o.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain of workload identities")
+	fs.StringVar(&o.ProxyImage, "proxy-image", "docker.io/istio/proxyv2:1.28.0", "Istio proxy image (pilot-agent and Envoy) the sidecar injector adds to pods")
 	fs.StringVar(&o.Namespace, "namespace", envOr("POD_NAMESPACE", "istio-system"), "namespace meshd runs in")
 	fs.StringVar(&o.PodName, "pod-name", envOr("POD_NAME", host), "this replica's name, for leader election")
 	fs.StringVar(&o.ClusterID, "cluster-id", envOr("CLUSTER_ID", "Kubernetes"), "this cluster's ID, as in Istio's CLUSTER_ID")

@@ -30,6 +30,7 @@ import (
 	"github.com/meshd/meshd/citadel/trustbundle"
 	"github.com/meshd/meshd/galley/webhook"
 	"github.com/meshd/meshd/galley/webhookconfig"
+	"github.com/meshd/meshd/pilot/inject"
 	pilotmodel "github.com/meshd/meshd/pilot/model"
 	pilotxds "github.com/meshd/meshd/pilot/xds"
 	"github.com/meshd/meshd/pkg/component"
@@ -369,6 +370,16 @@ func (s *Server) wireSubsystems() error {
 			Served:         wh.Served(),
 			ProbeNamespace: s.Options.Namespace,
 		}))
+	}
+
+	// --- sidecar injector (istiod serves it beside validation) ---
+	injector := inject.NewWebhook(s.Log.With("subsystem", "injector"), s.Registry, inject.Options{
+		ProxyImage: s.Options.ProxyImage, DiscoveryAddress: "istiod." + s.Options.Namespace + ".svc:15012",
+		ClusterID: s.Options.ClusterID, TrustDomain: s.Options.TrustDomain,
+	})
+	injector.Routes(s.WebhookMux)
+	if s.Kube != nil {
+		s.AddComponent("injector-webhook-config", inject.NewConfigKeeper(s.Log.With("subsystem", "injector"), s.Kube, "istio-sidecar-injector", s.certs.rootPEM))
 	}
 
 	// --- telemetry ---

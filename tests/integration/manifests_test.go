@@ -274,6 +274,14 @@ func TestManifestsInstallAndGrantExactlyWhatMeshdUses(t *testing.T) {
 		}
 		return err
 	})
+	// So does the injector's.
+	framework.Eventually(t, time.Minute, func() error {
+		cfg, err := c.Kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "istio-sidecar-injector", metav1.GetOptions{})
+		if err == nil && len(cfg.Webhooks[0].ClientConfig.CABundle) == 0 {
+			err = errors.New("injector caBundle not set")
+		}
+		return err
+	})
 	// Give the leader a renewal and the webhook controller a probe.
 	var used map[string]bool
 	var forbidden []string
