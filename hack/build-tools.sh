@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the real binaries the integration tests run (kube-apiserver, etcd,
-# Istio's pilot-agent, and upstream istiod's pilot-discovery for the
-# side-by-side benchmark) from the Go module proxy, once, into a cache folder
+# Istio's pilot-agent and istioctl, and upstream istiod's pilot-discovery for
+# the side-by-side benchmark) from the Go module proxy, once, into a cache folder
 # shared by every clone on this machine. Each binary is keyed by the hash of
 # its tools module's go.mod/go.sum, so a version bump rebuilds it.
 #
@@ -32,6 +32,8 @@ main() {
   # Upstream istiod, for meshload's side-by-side runs: a tools module of its
   # own so its dependency set never moves pilot-agent's.
   [ -d "$root/tools/istiod" ] && pkgs[pilot-discovery]="istiod:istio.io/istio/pilot/cmd/pilot-discovery"
+  # istioctl, to show that Istio's own CLI works against meshd.
+  [ -d "$root/tools/istioctl" ] && pkgs[istioctl]="istioctl:istio.io/istio/istioctl/cmd/istioctl"
 
   local want=("$@")
   [ ${#want[@]} -eq 0 ] && want=("${!pkgs[@]}")
