@@ -239,6 +239,7 @@ func TestBadInvocationIsOneClearLine(t *testing.T) {
 		"both modes":            {[]string{"--kubeconfig", kubeconfig, "--config-dir", "."}, "exclusive"},
 		"bad address":           {[]string{"--config-dir", ".", "--grpc-address", "15010"}, "--grpc-address \"15010\""},
 		"bad log level":         {[]string{"--config-dir", ".", "--log-level", "loud"}, "--log-level \"loud\""},
+		"bad traffic policy":    {[]string{"--config-dir", ".", "--outbound-traffic-policy", "DENY"}, "--outbound-traffic-policy \"DENY\": want ALLOW_ANY or REGISTRY_ONLY"},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -69,20 +69,21 @@ func sidecarFor(snap *model.Snapshot, ns string, labels map[string]string) *netw
 	return rootDefault
 }
 
-// scopeFor is the egress scope of a sidecar proxy.
-func scopeFor(snap *model.Snapshot, p *model.Proxy) sidecarScope {
+// scopeFor is the egress scope of a sidecar proxy; registryOnly is the
+// mesh-wide outboundTrafficPolicy, which a Sidecar's own overrides.
+func scopeFor(snap *model.Snapshot, p *model.Proxy, registryOnly bool) sidecarScope {
 	if p.Type != model.SidecarProxy {
 		return sidecarScope{}
 	}
 	sc := sidecarFor(snap, p.Namespace, p.Labels)
 	if sc == nil {
-		return sidecarScope{}
+		return sidecarScope{registryOnly: registryOnly}
 	}
-	s := sidecarScope{id: specID(sc.Namespace, sc.Name, &sc.Spec)}
+	s := sidecarScope{id: specID(sc.Namespace, sc.Name, &sc.Spec), registryOnly: registryOnly}
 	// REGISTRY_ONLY is the enum's zero value: only a policy written out
-	// selects it (the mesh default, ALLOW_ANY, applies otherwise).
-	if otp := sc.Spec.GetOutboundTrafficPolicy(); otp != nil && otp.GetMode() == networkingapi.OutboundTrafficPolicy_REGISTRY_ONLY {
-		s.registryOnly = true
+	// says anything.
+	if otp := sc.Spec.GetOutboundTrafficPolicy(); otp != nil {
+		s.registryOnly = otp.GetMode() == networkingapi.OutboundTrafficPolicy_REGISTRY_ONLY
 	}
 	if len(sc.Spec.GetEgress()) == 0 {
 		// No egress listeners: every visible service, as without a Sidecar.

@@ -68,6 +68,12 @@ type Translator struct {
 	// DefaultControlPlaneAddress when empty. Set it before the first View.
 	ControlPlaneAddress string
 
+	// RegistryOnly is the mesh-wide outboundTrafficPolicy REGISTRY_ONLY
+	// (meshConfig.outboundTrafficPolicy in Istio): sidecars refuse traffic
+	// to hosts outside the registry unless their Sidecar says ALLOW_ANY.
+	// Set it before the first View.
+	RegistryOnly bool
+
 	alsCluster     *Resource
 	alsClusterAddr string
 }
@@ -270,7 +276,7 @@ func (t *Translator) outboundFor(snap *model.Snapshot, p *model.Proxy, grpc bool
 		key += "|@" + p.Locality.String()
 	}
 	// And sidecars a Sidecar resource scopes to fewer services.
-	scope := scopeFor(snap, p)
+	scope := scopeFor(snap, p, t.RegistryOnly)
 	if scope.id != "" {
 		key += "|sidecar=" + scope.id
 	}

@@ -46,6 +46,8 @@ type Options struct {
 	// when a Telemetry enables the meshd provider
 	// (translate.DefaultControlPlaneAddress when empty).
 	ControlPlaneAddress string
+	// RegistryOnly is the mesh-wide outboundTrafficPolicy REGISTRY_ONLY.
+	RegistryOnly bool
 }
 
 func (o Options) withDefaults() Options {
@@ -119,6 +121,7 @@ func New(log *slog.Logger, st *store.Store, reg prometheus.Registerer, opts Opti
 	s.builder.OnSkip = func(kind string) { s.metrics.skipped.WithLabelValues(kind).Inc() }
 	s.translator.OnDrop = func(what string) { s.metrics.dropped.WithLabelValues(what).Inc() }
 	s.translator.ControlPlaneAddress = opts.ControlPlaneAddress
+	s.translator.RegistryOnly = opts.RegistryOnly
 	s.xds = serverv3.NewServer(context.Background(), s, s, sotw.WithOrderedADS())
 	return s
 }

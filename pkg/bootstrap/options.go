@@ -26,6 +26,10 @@ type Options struct {
 	TrustDomain string
 	// ProxyImage is the Istio proxy image the sidecar injector adds.
 	ProxyImage string
+	// OutboundTrafficPolicy is the mesh-wide default for sidecars' traffic
+	// to hosts outside the registry: ALLOW_ANY or REGISTRY_ONLY (Istio's
+	// meshConfig.outboundTrafficPolicy.mode); a Sidecar can override it.
+	OutboundTrafficPolicy string
 	// Namespace is meshd's own namespace (CA secrets, leases).
 	Namespace string
 	// PodName identifies this replica (leader election).
@@ -71,6 +75,7 @@ func (o *Options) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig file (default: $KUBECONFIG, else in-cluster config)")
 	fs.StringVar(&o.ConfigDir, "config-dir", "", "read Services, endpoints and Istio config from this directory of YAML instead of a cluster (file mode)")
 	fs.StringVar(&o.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain of workload identities")
+	fs.StringVar(&o.OutboundTrafficPolicy, "outbound-traffic-policy", "ALLOW_ANY", "sidecars' traffic to hosts outside the registry: ALLOW_ANY (pass through) or REGISTRY_ONLY (refuse), unless a Sidecar says otherwise")
 	fs.StringVar(&o.ProxyImage, "proxy-image", "docker.io/istio/proxyv2:1.28.0", "Istio proxy image (pilot-agent and Envoy) the sidecar injector adds to pods")
 	fs.StringVar(&o.Namespace, "namespace", envOr("POD_NAMESPACE", "istio-system"), "namespace meshd runs in")
 	fs.StringVar(&o.PodName, "pod-name", envOr("POD_NAME", host), "this replica's name, for leader election")
@@ -145,6 +150,11 @@ func (o *Options) Complete() error {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			return fmt.Errorf("%s %q: %w", name, addr, err)
 		}
+	}
+	switch o.OutboundTrafficPolicy {
+	case "", "ALLOW_ANY", "REGISTRY_ONLY":
+	default:
+		return fmt.Errorf("--outbound-traffic-policy %q: want ALLOW_ANY or REGISTRY_ONLY", o.OutboundTrafficPolicy)
 	}
 	if o.DebounceAfter <= 0 || o.DebounceMax < o.DebounceAfter {
 		return fmt.Errorf("--debounce-after (%s) must be positive and at most --debounce-max (%s)", o.DebounceAfter, o.DebounceMax)

@@ -344,6 +344,7 @@ func (s *Server) wireSubsystems() error {
 		DebounceAfter:       s.Options.DebounceAfter,
 		DebounceMax:         s.Options.DebounceMax,
 		InstanceID:          s.Options.PodName,
+		RegistryOnly:        s.Options.OutboundTrafficPolicy == "REGISTRY_ONLY",
 	})
 	pilot.Register(s.GRPC)
 	pilot.Register(s.SecureGRPC)
