@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -438,4 +439,12 @@ func (s *Server) Registry() []RegistryService {
 	return out
 }
 
-func (s *Server) handleRegistryz(w http.ResponseWriter, _ *http.Request) { writeJSON(w, s.Registry()) }
+// handleRegistryz lists the registry, only namespace N's services with
+// ?namespace=N.
+func (s *Server) handleRegistryz(w http.ResponseWriter, r *http.Request) {
+	reg := s.Registry()
+	if ns := r.URL.Query().Get("namespace"); ns != "" {
+		reg = slices.DeleteFunc(reg, func(rs RegistryService) bool { return rs.Namespace != ns })
+	}
+	writeJSON(w, reg)
+}

@@ -61,4 +61,10 @@ func TestDebugHTTP(t *testing.T) {
 	if ep["address"] != "192.0.2.1" || ep["ready"] != true || ep["port"] != 7070.0 {
 		t.Fatalf("registryz endpoint %v", ep)
 	}
+	for ns, want := range map[string]int{"default": 1, "elsewhere": 0} {
+		code, body = get(t, mux, "/debug/registryz?namespace="+ns)
+		if err := json.Unmarshal([]byte(body), &reg); code != 200 || err != nil || len(reg) != want {
+			t.Fatalf("registryz?namespace=%s: %d %v, want %d services:\n%s", ns, code, err, want, body)
+		}
+	}
 }
