@@ -71,15 +71,20 @@ func sidecarFor(snap *model.Snapshot, ns string, labels map[string]string) *netw
 
 // scopeFor is the egress scope of a sidecar proxy; registryOnly is the
 // mesh-wide outboundTrafficPolicy, which a Sidecar's own overrides.
-func scopeFor(snap *model.Snapshot, p *model.Proxy, registryOnly bool) sidecarScope {
+func scopeFor(idx *trafficIndex, p *model.Proxy, registryOnly bool) sidecarScope {
 	if p.Type != model.SidecarProxy {
 		return sidecarScope{}
 	}
-	sc := sidecarFor(snap, p.Namespace, p.Labels)
+	sc := sidecarFor(idx.snap, p.Namespace, p.Labels)
 	if sc == nil {
 		return sidecarScope{registryOnly: registryOnly}
 	}
-	s := sidecarScope{id: specID(sc.Namespace, sc.Name, &sc.Spec), registryOnly: registryOnly}
+	id, ok := idx.sidecarIDs[sc]
+	if !ok {
+		id = specID(sc.Namespace, sc.Name, &sc.Spec)
+		idx.sidecarIDs[sc] = id
+	}
+	s := sidecarScope{id: id, registryOnly: registryOnly}
 	// REGISTRY_ONLY is the enum's zero value: only a policy written out
 	// says anything.
 	if otp := sc.Spec.GetOutboundTrafficPolicy(); otp != nil {

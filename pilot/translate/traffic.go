@@ -44,6 +44,9 @@ type trafficIndex struct {
 	// Telemetry version alsVersion.
 	als        map[string]accessLogs
 	alsVersion uint64
+	// sidecarIDs memoizes each Sidecar's spec hash (sidecarScope.id),
+	// which every sidecar proxy's outbound key needs on every View.
+	sidecarIDs map[*networkingv1.Sidecar]string
 }
 
 type wildVS struct {
@@ -117,7 +120,8 @@ func meshBound(gateways []string) bool {
 }
 
 func newTrafficIndex(snap *model.Snapshot) *trafficIndex {
-	idx := &trafficIndex{snap: snap, vsHost: map[string][]*vsEntry{}, keys: map[[3]string]string{}, byName: map[string]*vsEntry{}}
+	idx := &trafficIndex{snap: snap, vsHost: map[string][]*vsEntry{}, keys: map[[3]string]string{}, byName: map[string]*vsEntry{},
+		sidecarIDs: map[*networkingv1.Sidecar]string{}}
 	labelKeys := map[string]bool{}
 	suffix := snap.Options.DomainSuffix
 	vss := append([]*networkingv1.VirtualService(nil), snap.VirtualServices...)

@@ -276,7 +276,7 @@ func (t *Translator) outboundFor(snap *model.Snapshot, p *model.Proxy, grpc bool
 		key += "|@" + p.Locality.String()
 	}
 	// And sidecars a Sidecar resource scopes to fewer services.
-	scope := scopeFor(snap, p, t.RegistryOnly)
+	scope := scopeFor(t.index(snap), p, t.RegistryOnly)
 	if scope.id != "" {
 		key += "|sidecar=" + scope.id
 	}

@@ -281,12 +281,12 @@ func (w processLog) Write(b []byte) (int, error) {
 }
 
 func loopbackAddrs(n int) ([]string, error) {
+	ports, err := framework.FreePorts(n)
+	if err != nil {
+		return nil, err
+	}
 	addrs := make([]string, n)
-	for i := range addrs {
-		port, err := framework.FreePort()
-		if err != nil {
-			return nil, err
-		}
+	for i, port := range ports {
 		addrs[i] = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	}
 	return addrs, nil

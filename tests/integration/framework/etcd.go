@@ -24,7 +24,7 @@ func (c *Cluster) startEtcd(bin string) error {
 	var err error
 	for attempt := 1; attempt <= startAttempts; attempt++ {
 		var ports []int
-		if ports, err = freePorts(2); err != nil {
+		if ports, err = FreePorts(2); err != nil {
 			return err
 		}
 		clientURL := fmt.Sprintf("http://127.0.0.1:%d", ports[0])

@@ -14,16 +14,16 @@ import (
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func FreePort() (int, error) {
-	ports, err := freePorts(1)
+	ports, err := FreePorts(1)
 	if err != nil {
 		return 0, err
 	}
 	return ports[0], nil
 }
 
-// freePorts returns n distinct free loopback ports: all n listeners are open
+// FreePorts returns n distinct free loopback ports: all n listeners are open
 // at once, so the kernel cannot hand out the same port twice.
-func freePorts(n int) ([]int, error) {
+func FreePorts(n int) ([]int, error) {
 	ports := make([]int, 0, n)
 	for range n {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
